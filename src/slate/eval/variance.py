@@ -208,7 +208,8 @@ def _bootstrap_means(
     counts = _batch_sums(present.astype(float), num_batches)  # (M, m)
     weights = rng.multinomial(sums.shape[0], np.full(sums.shape[0], 1.0 / sums.shape[0]), size=num_resamples)
     point = sums.sum(axis=0) / counts.sum(axis=0)
-    return point, (weights @ sums) / (weights @ counts)
+    with np.errstate(invalid="ignore"):  # a resample may miss every group that reached a step: NaN, skipped later
+        return point, (weights @ sums) / (weights @ counts)
 
 
 def bootstrap_ratio(
