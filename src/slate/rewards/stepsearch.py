@@ -193,8 +193,8 @@ class StepSearchReward:
 
     passages: the retrieval corpus; the TF-IDF vectoriser is fitted on their contents once, here, and gold passages
     are looked up in it by id. step_reward_scale: weight of G_t − P_t on each search step (0.6, the released
-    code's ``step_reward_scale``). search_key_weight: weight of the search-key score in the final reward (0.618 in
-    the paper and the released code). format_penalty: the whole reward of an episode that does not end with a
+    code's ``step_reward_scale``). search_key_weight: weight of the search-key score in the final reward (0.618, the
+    released code's ``search_keys_score``). format_penalty: the whole reward of an episode that does not end with a
     well-formed answer (−1).
     """
 
