@@ -119,7 +119,7 @@ class _Builder:
             self.add("company", name)
             company_roots.append(name.split()[0])
         for index in range(size.universities):
-            # Half the universities borrow a company's root: a cross-type look-alike ("Velmora Labs", "Velmora College").
+            # Half the universities borrow a company root: a cross-type look-alike ("Velmora Labs", "Velmora College").
             root = self.rng.choice(company_roots) if index % 2 == 0 else self.names.root()
             name = self.rng.choice(UNIVERSITY_FORMS).format(r=root)
             if any(self.entities[other].name == name for other in self.by_type.get("university", [])):

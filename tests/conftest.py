@@ -1,0 +1,28 @@
+"""Shared fixtures: one tiny world built once per session, and the path of ../shared beside the repo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from slate.world.build import build_world, write_world
+
+    out = tmp_path_factory.mktemp("tiny_world")
+    write_world(build_world(seed=7, size="tiny"), out, seed=7, size="tiny")
+    return out
+
+
+@pytest.fixture(scope="session")
+def default_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from slate.world.build import build_world, write_world
+
+    out = tmp_path_factory.mktemp("default_world")
+    write_world(build_world(seed=0, size="default"), out, seed=0, size="default")
+    return out
