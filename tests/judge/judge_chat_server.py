@@ -1,0 +1,101 @@
+"""A scripted OpenAI-compatible chat server on 127.0.0.1, run in a thread for the backend tests.
+
+Each request's behaviour is picked by a ``case=NAME`` marker in the prompt (the policy text carries it), and the
+n-th attempt of a case can behave differently (429 then success, and so on). Every request body is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+STALL_S = 1.0
+USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+
+
+class ScriptedChatServer:
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.attempts: Counter[str] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.delay_s = 0.0
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    @property
+    def request_count(self) -> int:
+        return len(self.bodies)
+
+    def behaviour(self, case: str, attempt: int) -> tuple[int, str | None, float]:
+        """(HTTP status, reply content or None for an error body, seconds to stall first)."""
+        replies = {
+            "plus": "The step names the right entity.\n<score>1</score>",
+            "minus": "Generic query.\n<score>-1</score>",
+            "zero": "Vague. <score>0</score>",
+            "malformed": "I am not sure what to say.",
+            "json": '{"reasoning": "matches the ground truth", "score": 1}',
+        }
+        if case in replies:
+            return 200, replies[case], 0.0
+        if case == "rate":
+            return (429, None, 0.0) if attempt == 0 else (200, "ok <score>1</score>", 0.0)
+        if case == "error500":
+            return (500, None, 0.0) if attempt == 0 else (200, "ok <score>0</score>", 0.0)
+        if case == "stall":
+            return (200, "late <score>-1</score>", STALL_S) if attempt == 0 else (200, "ok <score>1</score>", 0.0)
+        if case == "always500":
+            return 500, None, 0.0
+        if case == "badrequest":
+            return 400, None, 0.0
+        raise AssertionError(f"unknown case {case!r}")
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                assert self.path == "/v1/chat/completions", self.path
+                case = re.search(r"case=(\w+)", body["messages"][-1]["content"]).group(1)
+                with server._lock:
+                    server.bodies.append(body)
+                    attempt = server.attempts[case]
+                    server.attempts[case] += 1
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    status, content, stall = server.behaviour(case, attempt)
+                    time.sleep(stall + server.delay_s)
+                    if content is None:
+                        payload: dict[str, Any] = {"error": {"message": f"scripted {status}", "type": "test"}}
+                    else:
+                        payload = {"id": "cmpl-1", "object": "chat.completion", "created": 0,
+                                   "model": body["model"], "usage": USAGE,
+                                   "choices": [{"index": 0, "finish_reason": "stop",
+                                                "message": {"role": "assistant", "content": content}}]}
+                    data = json.dumps(payload).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and left
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+        return Handler
+
+
