@@ -14,8 +14,14 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-STALL_S = 1.0
+STALL_S = 1.5
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+
+
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog of 5 drops bursts of concurrent connections, which the client sees as timeouts.
+    request_queue_size = 128
+    daemon_threads = True
 
 
 class ScriptedChatServer:
@@ -26,8 +32,7 @@ class ScriptedChatServer:
         self.max_in_flight = 0
         self.delay_s = 0.0
         self._lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self.httpd.daemon_threads = True
+        self.httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
     @property

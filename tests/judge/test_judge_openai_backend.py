@@ -22,7 +22,7 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 def make_judge(server: ScriptedChatServer, **overrides: Any) -> OpenAIJudge:
     kwargs: dict[str, Any] = {"model": "judge-model", "base_url": server.base_url,
                               "api_key_env": "SLATE_TEST_JUDGE_KEY", "max_retries": 2, "retry_base_delay_s": 0.01,
-                              "timeout_s": 0.3, "max_concurrency": 8, "max_new_tokens": 64}
+                              "timeout_s": 0.5, "max_concurrency": 8, "max_new_tokens": 64}
     kwargs.update(overrides)
     return OpenAIJudge(**kwargs)
 
