@@ -62,7 +62,7 @@ def run_process(autocorrelation: float, args: argparse.Namespace, rng: np.random
     """Prints the tables for one process; returns the summed-reward variance ratios for T = 1..max."""
     label = "independent steps" if autocorrelation == 0.0 else f"AR(1) steps, rho = {autocorrelation}"
     print(f"\n## {label}: variance ratio full / truncated, mean baseline, step-averaged, 95 % CI")
-    print(f"{'T':>2} | {'summed: measured [CI]':>33} {'theory':>8} | {'return-to-go: measured [CI]':>33} {'theory':>8}")
+    print(f"{'T':>2} | {'summed: measured [CI]':>26} {'theory':>8} | {'return-to-go: measured [CI]':>26} {'theory':>8}")
     signal_rows, summed, last = [], [], None
     for num_steps in range(1, args.max_steps + 1):
         full = simulate_full_trajectories(args.num_groups, args.group_size, num_steps, autocorrelation, rng)
@@ -88,8 +88,8 @@ def run_process(autocorrelation: float, args: argparse.Namespace, rng: np.random
             last = (full, trunc_adv)
     if not args.quick:
         print(f"\n## {label}: signal-share ratio 1/corr^2(A_t, u_t), full / truncated, step-averaged, 95 % CI")
-        print(f"{'T':>2} | {'summed, mean baseline':>33} | {'summed, normalised':>33} | "
-              f"{'rtg, mean baseline':>33} | {'rtg, normalised':>33}")
+        print(f"{'T':>2} | {'summed, mean baseline':>26} | {'summed, normalised':>26} | "
+              f"{'rtg, mean baseline':>26} | {'rtg, normalised':>26}")
         for num_steps, row in enumerate(signal_rows, start=1):
             print(f"{num_steps:>2} | " + " | ".join(cell(ratio) for ratio in row))
         full, trunc_adv = last
@@ -98,7 +98,7 @@ def run_process(autocorrelation: float, args: argparse.Namespace, rng: np.random
         theory = (theory_step_variances(args.max_steps, "return_to_go", autocorrelation)
                   / theory_step_variances(args.max_steps, "truncated", autocorrelation))
         print(f"\n## {label}: return-to-go variance ratio at each step t, T = {args.max_steps}, mean baseline")
-        print(f"{'t':>2} | {'measured [CI]':>33} {'theory':>8}")
+        print(f"{'t':>2} | {'measured [CI]':>26} {'theory':>8}")
         for step, (ratio, expected) in enumerate(zip(ratios, theory, strict=True), start=1):
             print(f"{step:>2} | {cell(ratio)} {expected:8.3f}")
     return summed
