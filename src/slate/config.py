@@ -25,7 +25,7 @@ class _Strict(BaseModel):
 
 
 class TinyModelConfig(_Strict):
-    architecture: Literal["llama", "qwen2"] = Field("llama", description="Transformers architecture of the tiny policy.")
+    architecture: Literal["llama", "qwen2"] = Field("llama", description="Architecture of the tiny policy.")
     hidden_size: int = Field(192, ge=16, description="Model width.")
     num_layers: int = Field(4, ge=1, description="Decoder layers.")
     num_heads: int = Field(4, ge=1, description="Attention heads (hidden_size must divide by it).")

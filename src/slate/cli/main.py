@@ -86,6 +86,121 @@ def search(
         out.print(table)
 
 
+def _resolve_world(config, world: Path | None) -> Path:
+    """``--world`` wins over ``world.dir``; a missing world is built when the config allows it."""
+    from slate.errors import ConfigError
+    from slate.world.build import build_world, write_world
+
+    world_dir = Path(world) if world is not None else Path(config.world.dir)
+    if not (world_dir / "corpus.jsonl").is_file():
+        if world is not None or not config.world.build_if_missing:
+            raise ConfigError(f"{world_dir}: no world here (no corpus.jsonl). Build one with "
+                              f"`slate world build --out {world_dir}`.")
+        console.print(f"building the world at {world_dir} (seed {config.world.seed}, size {config.world.size})")
+        write_world(build_world(config.world.seed, config.world.size), world_dir, config.world.seed,
+                    config.world.size)
+    return world_dir
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+
+
+@app.command("sft")
+def sft(
+    config_path: Path = typer.Option(..., "--config", help="YAML preset, e.g. configs/tiny.yaml."),
+    out_dir: Path = typer.Option(..., "--out", help="Where to save the warm-started policy."),
+    world: Path | None = typer.Option(None, help="A built world directory (overrides world.dir)."),
+    init: Path | None = typer.Option(None, help="Start from this checkpoint instead of a new tiny model."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. sft.epochs=1."),
+) -> None:
+    """Warm-start a policy on scripted demonstrations (loss on policy tokens only)."""
+    from slate.config import load_config, save_config
+    from slate.data.records import read_qa_jsonl
+    from slate.retrieval.factory import build_retriever
+    from slate.trainer.sft import train_sft
+
+    try:
+        config = load_config(config_path, overrides)
+        world_dir = _resolve_world(config, world)
+        retriever = build_retriever(config.retrieval, world_dir)
+        records = read_qa_jsonl(world_dir / "train.jsonl")
+        with _progress() as progress:
+            task = progress.add_task("SFT", total=None, info="")
+
+            def on_step(step: int, total: int, loss: float) -> None:
+                progress.update(task, completed=step, total=total, info=f"loss {loss:.3f}")
+
+            train_sft(config, records, retriever, world_dir, out_dir, init=init, on_step=on_step)
+        save_config(config, out_dir / "slate_config.yaml")
+    except SlateError as error:
+        fail(error)
+    out.print(f"saved the warm-started policy to {out_dir}")
+
+
+def print_eval_table(result: dict, title: str) -> None:
+    table = Table(title=title)
+    for column in ("split", "n", "EM", "F1", "valid", "searches"):
+        table.add_column(column, justify="right")
+    rows = [(f"{hops}-hop", m) for hops, m in result.get("by_hops", {}).items()]
+    rows += list(result.get("by_dataset", {}).items())
+    if "macro" in result:
+        rows.append(("macro", {"n": "", **result["macro"]}))
+    rows.append(("overall", result))
+    for name, m in rows:
+        table.add_row(name, str(m["n"]), f"{m['em']:.3f}", f"{m['f1']:.3f}", f"{m['valid_rate']:.3f}",
+                      f"{m['searches']:.2f}")
+    out.print(table)
+
+
+@app.command("eval")
+def evaluate_cmd(
+    policy_dir: Path = typer.Option(..., "--policy", help="A checkpoint directory (SFT or RL output)."),
+    data: list[Path] = typer.Option(None, "--data", help="Question files (FlashRAG jsonl, Search-R1 parquet, "
+                                                        "{question, answer} json/jsonl). Default: the world's dev."),
+    config_path: Path | None = typer.Option(None, "--config", help="YAML preset (retrieval, rollout settings); "
+                                                                  "default: the one saved with the policy."),
+    world: Path | None = typer.Option(None, help="A built world directory (corpus; dev split if no --data)."),
+    limit: int | None = typer.Option(None, help="Evaluate at most this many questions per file."),
+    out_json: Path | None = typer.Option(None, "--out", help="Write the metrics (and a .md table) here."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. retrieval.top_k=5."),
+) -> None:
+    """Greedy evaluation: EM, F1, valid rate and searches, by hop count or by dataset."""
+    from slate.config import load_config
+    from slate.eval.evaluate import evaluate
+    from slate.retrieval.factory import build_retriever
+    from slate.rollout.engine import RolloutEngine
+    from slate.rollout.policy import load_policy
+
+    try:
+        saved = policy_dir / "slate_config.yaml"
+        config = load_config(config_path or (saved if saved.is_file() else None), overrides)
+        needs_world = world is not None or not data or (config.retrieval.backend == "bm25" and not \
+            config.retrieval.corpus)
+        world_dir = _resolve_world(config, world) if needs_world else None
+        records = _load_questions(data or [world_dir / "dev.jsonl"], limit)
+        policy = load_policy(config.model, policy_dir)
+        engine = RolloutEngine(policy, build_retriever(config.retrieval, world_dir), config.rollout,
+                               top_k=config.retrieval.top_k, max_retries=config.retrieval.max_retries)
+        result, _ = evaluate(engine, records)
+    except SlateError as error:
+        fail(error)
+    result["rollout_counters"] = dict(engine.counters)
+    print_eval_table(result, f"{policy_dir}")
+    if out_json is not None:
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _load_questions(paths: list[Path], limit: int | None):
+    from slate.data.loaders import load_qa
+
+    return [record for path in paths for record in load_qa(path, limit=limit)]
+
+
 def main() -> None:
     setup_logging()
     app()

@@ -25,6 +25,7 @@ class Step:
     token_ids: list[int]  # exactly what the policy sampled
     logprobs: list[float]  # sampling log-prob of each sampled token, same length as token_ids
     feedback_ids: list[int] = field(default_factory=list)  # environment tokens appended after the step (mask 0)
+    injected_ids: list[int] = field(default_factory=list)  # environment tokens before the step, e.g. a forced <answer>
     hits: list[Hit] = field(default_factory=list)  # passages retrieved by this step's search
     is_forced: bool = False  # the answer step forced once the step budget was spent
     retrieval_failed: bool = False  # the retriever failed after retries; the information block is empty
@@ -41,6 +42,7 @@ class Episode:
     record: QARecord
     prompt_ids: list[int]
     steps: list[Step] = field(default_factory=list)
+    is_truncated: bool = False  # stopped because the context could not hold another step
 
     @property
     def final_answer(self) -> str | None:
@@ -65,27 +67,28 @@ class Episode:
     def token_ids(self) -> list[int]:
         ids = list(self.prompt_ids)
         for step in self.steps:
-            ids += step.token_ids + step.feedback_ids
+            ids += step.injected_ids + step.token_ids + step.feedback_ids
         return ids
 
     def loss_mask(self) -> list[bool]:
         mask = [False] * len(self.prompt_ids)
         for step in self.steps:
-            mask += [True] * len(step.token_ids) + [False] * len(step.feedback_ids)
+            mask += [False] * len(step.injected_ids) + [True] * len(step.token_ids) + [False] * len(step.feedback_ids)
         return mask
 
     def old_logprobs(self) -> list[float]:
         """Sampling log-probs aligned with ``token_ids()``; 0.0 where the mask is False."""
         values = [0.0] * len(self.prompt_ids)
         for step in self.steps:
-            values += step.logprobs + [0.0] * len(step.feedback_ids)
+            values += [0.0] * len(step.injected_ids) + step.logprobs + [0.0] * len(step.feedback_ids)
         return values
 
     def step_index_of_tokens(self) -> list[int]:
-        """For each token, the index of the step it belongs to (-1 for the prompt); feedback belongs to its step."""
+        """For each token, the index of the step it belongs to (-1 for the prompt); injected text and feedback
+        belong to their step."""
         index = [-1] * len(self.prompt_ids)
         for i, step in enumerate(self.steps):
-            index += [i] * (len(step.token_ids) + len(step.feedback_ids))
+            index += [i] * (len(step.injected_ids) + len(step.token_ids) + len(step.feedback_ids))
         return index
 
     def retrieved_ids(self, before_step: int | None = None) -> list[str]:

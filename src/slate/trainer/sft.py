@@ -1,0 +1,125 @@
+"""SFT warm-start: teach the step format from scripted demonstrations before RL.
+
+Loss: mean cross-entropy over policy tokens only (think + action); prompt and ``<information>`` tokens never train,
+exactly as in RL. Batches are packed by length up to ``sft.batch_tokens`` (padded tokens counted), with AdamW,
+linear warm-up and cosine decay. The tiny policy's tokenizer is trained here on the world's text.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from slate.config import RunConfig
+from slate.data.records import QARecord, read_corpus
+from slate.retrieval.base import Retriever
+from slate.rollout.actions import parse_step
+from slate.rollout.engine import information_ids
+from slate.rollout.episode import Episode, Step
+from slate.rollout.policy import Policy, build_tiny_policy, load_policy
+from slate.trainer.forward import pad_batch, token_logprobs
+from slate.world.demonstrations import MistakeRates, ScriptedSearcher
+
+logger = logging.getLogger(__name__)
+
+
+def demonstration_episodes(policy: Policy, searcher: ScriptedSearcher, records: list[QARecord],
+                           config: RunConfig) -> list[Episode]:
+    """Scripted steps tokenised like rollouts: sampled-step ids (mask 1) and environment ids (mask 0)."""
+    episodes = []
+    for record in records:
+        prompt = policy.prompt_ids(record.question, config.rollout.prompt_template, config.rollout.use_chat_template)
+        episode = Episode(record=record, prompt_ids=prompt)
+        for scripted in searcher.demonstrate(record):
+            ids = policy.encode(scripted.text)
+            step = Step(text=scripted.text, parsed=parse_step(scripted.text), token_ids=ids, logprobs=[0.0] * len(ids))
+            if scripted.hits is not None:
+                step.hits = scripted.hits
+                step.feedback_ids = information_ids(policy, scripted.hits, config.rollout.max_information_tokens)
+            episode.steps.append(step)
+        episodes.append(episode)
+    return episodes
+
+
+def length_batches(lengths: list[int], batch_tokens: int, rng: random.Random) -> list[list[int]]:
+    """Indices grouped into batches of similar length whose padded size (rows × longest) fits ``batch_tokens``."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        if current and (len(current) + 1) * lengths[index] > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+def cosine_lr(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retriever, world_dir: Path,
+              out_dir: Path, init: Path | None = None,
+              on_step: Callable[[int, int, float], None] | None = None) -> Policy:
+    """Warm-start a policy (a new tiny one, or ``init``) on scripted demonstrations and save it to ``out_dir``."""
+    sft = config.sft
+    torch.manual_seed(sft.seed)
+    if init is None and config.model.source == "tiny":
+        texts = [p.contents for p in read_corpus(world_dir / "corpus.jsonl")] + [r.question for r in train_records]
+        policy = build_tiny_policy(texts, config.model.tiny, seed=sft.seed)
+    else:
+        policy = load_policy(config.model, init)
+    records = train_records[: sft.max_demos] if sft.max_demos else train_records
+    rates = MistakeRates(sft.vague_query_rate, sft.wrong_entity_rate, sft.skip_hop_rate, sft.early_answer_rate)
+    searcher = ScriptedSearcher(world_dir, retriever, rates, config.rollout.max_steps, config.retrieval.top_k,
+                                seed=sft.seed)
+    episodes = demonstration_episodes(policy, searcher, records, config)
+    sequences = [e.token_ids() for e in episodes]
+    masks = [e.loss_mask() for e in episodes]
+    rng = random.Random(sft.seed)
+    epoch_batches = length_batches([len(s) for s in sequences], sft.batch_tokens, rng)
+    total_steps = max(1, int(len(epoch_batches) * sft.epochs))
+    logger.info("SFT: %d demonstrations, %d policy tokens, %d optimizer steps", len(episodes),
+                sum(sum(m) for m in masks), total_steps)
+    model = policy.model
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    start = time.perf_counter()
+    step = 0
+    while step < total_steps:
+        for batch in epoch_batches:
+            if step >= total_steps:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(step, total_steps, sft.warmup_steps, sft.lr)
+            input_ids, attention_mask, target_mask = pad_batch([sequences[i] for i in batch],
+                                                               [masks[i] for i in batch], policy.pad_token_id)
+            out = token_logprobs(model, input_ids, attention_mask, target_mask)
+            loss = -out.logprobs.sum() / target_mask.sum().clamp(min=1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            if on_step is not None:
+                on_step(step, total_steps, float(loss))
+            if sft.time_limit_s is not None and time.perf_counter() - start > sft.time_limit_s:
+                logger.warning("SFT stopped at its time limit after %d/%d steps", step, total_steps)
+                total_steps = step
+                break
+        epoch_batches = length_batches([len(s) for s in sequences], sft.batch_tokens, rng)
+    model.eval()
+    policy.save(out_dir)
+    return policy
