@@ -172,7 +172,14 @@ def main() -> None:
     parser.add_argument("--server-seconds", type=float, default=10.0)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--quick", action="store_true", help="10k passages, 500 encoded, 3 s per server run")
+    parser.add_argument("--omp-active", action="store_true", help="keep OpenMP's default busy-waiting threads")
     args = parser.parse_args()
+    if not args.omp_active:
+        # before torch and faiss load: their OpenMP pools spin while idle and starve each other on a small or shared
+        # CPU (docs/retrieval.md, "Speed"); the server subprocess inherits this too
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "torch" in sys.modules or "faiss" in sys.modules:
+        print("warning: torch or faiss was imported before OMP_WAIT_POLICY could be set", flush=True)
     if args.quick:
         args.passages, args.encode, args.queries, args.server_seconds = 10_000, 500, 128, 3.0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -180,7 +187,8 @@ def main() -> None:
     encoder_name = args.encoder or (str(Path(bundled.submodule_search_locations[0]) / "model") if bundled
                                     else "sentence-transformers/all-MiniLM-L6-v2")
     results: dict[str, Any] = {"passages": args.passages, "encoded_passages": min(args.encode, args.passages),
-                               "queries": args.queries, "batch": args.batch, "k": args.k, "cpus": os.cpu_count()}
+                               "queries": args.queries, "batch": args.batch, "k": args.k, "cpus": os.cpu_count(),
+                               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
 
     began = time.perf_counter()
     corpus, questions = synthetic_corpus(args.passages)

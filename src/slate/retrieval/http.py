@@ -2,7 +2,7 @@
 
 It posts ``{"queries", "topk", "return_scores": true}`` and reads ``result[i][j].document.contents`` and ``.score``
 (a reply without scores, where each element is the document itself, is accepted too). Connection errors,
-timeouts and 5xx replies are retried ``max_retries`` times with exponential backoff (``backoff_s · 2^attempt``);
+timeouts and 5xx replies are retried ``max_retries`` times, waiting ``backoff_s · 2^(r-1)`` before retry r;
 then a ``RetrievalError`` names the URL and the last failure. A 4xx reply is not retried: the request itself is
 wrong, and the server's ``detail`` is shown.
 """
