@@ -22,6 +22,10 @@ out = Console()
 
 
 def setup_logging(verbose: bool = False) -> None:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # our own bars report progress; theirs only clutter
+    transformers.utils.logging.set_verbosity_error()
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=console, show_path=False)], force=True)
 
@@ -139,6 +143,46 @@ def sft(
     except SlateError as error:
         fail(error)
     out.print(f"saved the warm-started policy to {out_dir}")
+
+
+@app.command("train")
+def train(
+    config_path: Path = typer.Option(..., "--config", help="YAML preset, e.g. configs/searchr1-tiny.yaml."),
+    init: Path = typer.Option(..., "--init", help="The starting policy (the SFT output directory)."),
+    out_dir: Path = typer.Option(..., "--out", help="Run directory: metrics.jsonl, checkpoints/, policy/."),
+    world: Path | None = typer.Option(None, help="A built world directory (overrides world.dir)."),
+    resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. trainer.steps=10 rollout.group_size=4."),
+) -> None:
+    """RL training with the configured method (searchr1, stepsearch, slate, ablations)."""
+    from slate.config import load_config
+    from slate.data.records import read_qa_jsonl
+    from slate.retrieval.factory import build_retriever
+    from slate.trainer.loop import Trainer
+
+    try:
+        config = load_config(config_path, overrides)
+        world_dir = _resolve_world(config, world)
+        retriever = build_retriever(config.retrieval, world_dir)
+        train_records = read_qa_jsonl(world_dir / "train.jsonl")
+        eval_records = read_qa_jsonl(world_dir / "dev.jsonl")[: config.trainer.eval_questions]
+        trainer = Trainer(config, train_records, retriever, init, out_dir, world_dir, eval_records)
+        if trainer.accelerator.is_main_process:
+            console.print(f"[bold]{config.trainer.method}[/] for {config.trainer.steps} steps → {out_dir}")
+        with _progress() as progress:
+            task = progress.add_task(config.trainer.method, total=config.trainer.steps, info="")
+
+            def on_step(step: int, total: int, m: dict[str, float]) -> None:
+                summary = (f"reward {m['reward/mean']:.2f} | EM {m['rollout/em']:.2f} | kl {m['loss/kl']:.4f} | "
+                           f"clip {m['loss/clip_frac']:.3f} | {m['time/rollout_s'] + m['time/update_s']:.1f} s")
+                progress.update(task, completed=step, info=summary)
+                if trainer.accelerator.is_main_process:
+                    logging.getLogger("slate.train").info("step %d/%d | %s", step, total, summary)
+
+            trainer.train(resume=resume, on_step=on_step)
+    except SlateError as error:
+        fail(error)
+    out.print(f"saved the trained policy to {out_dir / 'policy'}")
 
 
 def print_eval_table(result: dict, title: str) -> None:

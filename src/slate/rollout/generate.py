@@ -12,6 +12,7 @@ implement the same ``Generator`` protocol.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -69,6 +70,11 @@ class Generator(Protocol):
                  stop: StopCondition) -> list[list[Continuation]]: ...
 
 
+def _cache_kwarg(model: PreTrainedModel) -> str:
+    """Recent transformers name the KV-cache argument ``cache``; older ones ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def _left_pad(prefixes: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(p) for p in prefixes)
     input_ids = torch.full((len(prefixes), width), pad_id, dtype=torch.long)
@@ -102,6 +108,7 @@ def sample_branches(model: PreTrainedModel, prefixes: list[list[int]], num_branc
                     share_prefill: bool = True) -> list[list[Continuation]]:
     """k continuations of each prefix. ``share_prefill=False`` is the naive baseline (each copy prefilled)."""
     device = next(model.parameters()).device
+    cache_kwarg = _cache_kwarg(model)
     if share_prefill:
         input_ids, attention_mask = _left_pad(prefixes, pad_id)
     else:
@@ -110,7 +117,7 @@ def sample_branches(model: PreTrainedModel, prefixes: list[list[int]], num_branc
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
                 logits_to_keep=1)
-    cache, logits = out.past_key_values, out.logits[:, -1]  # logits: (P, V) or (P*k, V)
+    cache, logits = out[cache_kwarg], out.logits[:, -1]  # logits: (P, V) or (P*k, V)
     next_position = position_ids[:, -1] + 1
     if share_prefill and num_branches > 1:
         cache.batch_repeat_interleave(num_branches)
@@ -142,7 +149,7 @@ def sample_branches(model: PreTrainedModel, prefixes: list[list[int]], num_branc
             attention_mask, next_position = attention_mask[rows], next_position[rows]
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
         out = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=next_position[:, None],
-                    past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1]
+                    use_cache=True, **{cache_kwarg: cache})
+        cache, logits = out[cache_kwarg], out.logits[:, -1]
         next_position = next_position + 1
     return [results[i * num_branches:(i + 1) * num_branches] for i in range(len(prefixes))]

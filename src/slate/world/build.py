@@ -174,7 +174,8 @@ class _Builder:
             use_pronoun = template.startswith("{s}") and self.rng.random() < 0.6
             subject = entity.pronoun if use_pronoun else entity.mention()
             sentences.append(template.format(s=subject, o=obj.mention()))
-        fillers = [f.format(p=entity.pronoun) for f in self.rng.sample(FILLERS[entity.type], k=self.rng.randint(1, 2))]
+        # At most one filler sentence: passages stay short, because every retrieved token is context the policy reads.
+        fillers = [f.format(p=entity.pronoun) for f in self.rng.sample(FILLERS[entity.type], k=self.rng.randint(0, 1))]
         body = sentences[:1] + self.rng.sample(sentences[1:], k=len(sentences) - 1) + fillers
         return f"{entity.name}\n" + " ".join(_capitalise(s) for s in body)
 

@@ -1,0 +1,53 @@
+"""Advantages: pure tensor functions, one per estimator. Nothing here knows a model, a tokenizer or a config.
+
+Notation for the module: G groups, k members per group (candidates), S steps per member.
+
+- ``group_advantages``: A = (r − mean_group r) / (std_group r + eps). GRPO over k full trajectories (Search-R1)
+  and SLATE's step-level groups (k one-step siblings of one prefix) both use it; they differ in what a group is.
+- ``process_advantages``: process-supervised GRPO for step rewards over full trajectories (StepSearch here):
+  normalise every step reward of the group by the group's mean and std, then the advantage of step j is the sum of
+  the normalised rewards of steps ≥ j (DeepSeekMath, section 4.1.3). Steps without a reward are left out.
+- ``selection_probabilities``: SLATE's next-prefix distribution softmax(A / η).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """A[g, i] = (r[g, i] − mean_g r) / (std_g r + eps), normalised among the k members of group g.
+
+    rewards: (G, k). Returns (G, k). std is unbiased (k − 1), as torch.std. A group whose rewards are all equal gets
+    A = 0: no signal, and no NaN.
+    """
+    if rewards.ndim != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"group_advantages: rewards must be (groups, k >= 2), got {tuple(rewards.shape)}; a group "
+                         "of one has no baseline. Check rollout.group_size.")
+    mean = rewards.mean(dim=1, keepdim=True)
+    return (rewards - mean) / (rewards.std(dim=1, keepdim=True) + eps)
+
+
+def process_advantages(rewards: torch.Tensor, has_reward: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Return-to-go of group-normalised step rewards, for one group of k trajectories.
+
+    rewards: (k, S), step rewards (any value where ``has_reward`` is False is ignored). has_reward: (k, S) bool.
+    Returns (k, S): A[i, j] = Σ_{s ≥ j, has_reward[i, s]} (r[i, s] − μ) / (σ + eps), with μ, σ the mean and unbiased
+    std of all rewarded steps of the group. With a single rewarded step per trajectory (an outcome reward on the
+    last step) this is exactly ``group_advantages`` of the outcomes, broadcast to every step.
+    """
+    if rewards.shape != has_reward.shape or rewards.ndim != 2:
+        raise ValueError(f"process_advantages: rewards {tuple(rewards.shape)} and has_reward "
+                         f"{tuple(has_reward.shape)} must both be (k, S).")
+    present = rewards[has_reward]
+    if present.numel() < 2:
+        return torch.zeros_like(rewards)
+    normalised = torch.where(has_reward, (rewards - present.mean()) / (present.std() + eps), 0.0)
+    return normalised.flip(-1).cumsum(-1).flip(-1)  # suffix sums: steps >= j
+
+
+def selection_probabilities(advantages: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax(A / η) over the last dimension: SLATE's probability of extending the prefix with each candidate."""
+    if temperature <= 0:
+        raise ValueError(f"selection temperature must be > 0, got {temperature}; use greedy selection instead.")
+    return torch.softmax(advantages / temperature, dim=-1)

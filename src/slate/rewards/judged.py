@@ -1,0 +1,161 @@
+"""SLATE's step reward from a decomposed ternary judge (paper section 3.3).
+
+    search step:  r_t = think_score + query_score
+    answer step:  r_t = think_score + answer_score + λ · (B − t) / B        (t counted from 1)
+
+each score in {−1, 0, +1}. λ = ``early_answer_bonus`` (paper: 0.1) rewards answering early. Departures, all
+documented in the README:
+- An invalid step (no parsable action) has nothing to judge: it gets −1 for both of its parts, r = −2, without a
+  judge call, so a malformed step is never better than a bad but well-formed one.
+- An answer forced at the budget is not scored by default (as in the paper); ``score_forced_answer`` scores it
+  with a bonus of 0 (t > B would make λ(B − t)/B negative).
+
+``JudgedStepReward`` serves both samplers: ``score_steps`` scores candidate steps in one batch (SLATE's truncated
+sampler, ablation "judge over full trajectories" through ``score_episodes``). ``ExactMatchStepReward`` is the
+ablation "truncation with only an exact-match answer reward": answer steps score EM, searches 0, invalid −1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+from slate.eval.metrics import exact_match
+from slate.judge.failures import check_failures
+from slate.judge.types import Judge, JudgeItem, JudgeVerdict
+from slate.rollout.actions import render_information
+from slate.rollout.episode import Episode, Step
+
+logger = logging.getLogger(__name__)
+INVALID_STEP_REWARD = -2.0
+
+
+def judged_step_reward(action: str, think_score: float, action_score: float, step_index: int, max_steps: int,
+                       early_answer_bonus: float) -> float:
+    """r_t from the judge's scores; ``step_index`` t counts from 1. ``action_score`` is r_query or r_answer."""
+    if action == "search":
+        return think_score + action_score
+    if action == "answer":
+        bonus = early_answer_bonus * max(0, max_steps - step_index) / max_steps
+        return think_score + action_score + bonus
+    return INVALID_STEP_REWARD
+
+
+@dataclass(frozen=True)
+class StepToScore:
+    """A step in its context: ``episode`` holds the steps before it (the shared prefix), ``step`` is the candidate."""
+
+    episode: Episode
+    step: Step
+    step_index: int  # t, from 1
+
+
+def render_context(episode: Episode, upto: int) -> str:
+    """The trajectory before step ``upto`` (0-based) as text: each step followed by what the environment said."""
+    parts = []
+    for step in episode.steps[:upto]:
+        parts.append(step.text.strip())
+        if step.action == "search":
+            parts.append(render_information(step.hits).strip())
+    return "\n".join(parts)
+
+
+class JudgedStepReward:
+    name = "judged"
+
+    def __init__(self, judge: Judge, max_steps: int, early_answer_bonus: float = 0.1,
+                 score_forced_answer: bool = False, max_failure_share: float = 0.5, failure_hint: str = "") -> None:
+        self.judge = judge
+        self.max_steps = max_steps
+        self.early_answer_bonus = early_answer_bonus
+        self.score_forced_answer = score_forced_answer
+        self.max_failure_share = max_failure_share
+        self.failure_hint = failure_hint
+        self.counters: Counter[str] = Counter()
+
+    def _items(self, target: StepToScore) -> list[JudgeItem]:
+        episode, step = target.episode, target.step
+        upto = target.step_index - 1
+        record = episode.record
+        common = {"question": record.question, "context": render_context(episode, upto),
+                  "retrieved_ids": tuple(episode.retrieved_ids(before_step=upto)), "chain": tuple(record.chain)}
+        think = JudgeItem(kind="think", text=step.parsed.think, **common)
+        if step.action == "search":
+            return [think, JudgeItem(kind="query", text=step.parsed.content, think=step.parsed.think, **common)]
+        return [think, JudgeItem(kind="answer", text=step.parsed.content, golden_answers=record.golden_answers,
+                                 **common)]
+
+    def score_steps(self, targets: list[StepToScore]) -> list[float | None]:
+        """One reward per target (None: not scored, e.g. a forced answer); writes ``Step.scores`` and rewards."""
+        rewards: list[float | None] = [None] * len(targets)
+        items: list[JudgeItem] = []
+        owners: list[int] = []
+        for index, target in enumerate(targets):
+            step = target.step
+            if step.is_forced and not self.score_forced_answer:
+                continue
+            if step.action == "invalid" or (step.is_forced and step.action != "answer"):
+                rewards[index] = INVALID_STEP_REWARD
+                step.scores = {"think_score": -1.0, "action_score": -1.0}
+                continue
+            new = self._items(target)
+            items += new
+            owners += [index] * len(new)
+        verdicts: list[JudgeVerdict] = self.judge.score(items) if items else []
+        if verdicts:
+            check_failures(verdicts, self.max_failure_share, where=f"step {targets[0].step_index}",
+                           hint=self.failure_hint or "check the judge backend")
+        by_owner: dict[int, list[JudgeVerdict]] = {}
+        for owner, verdict in zip(owners, verdicts, strict=True):
+            by_owner.setdefault(owner, []).append(verdict)
+        for index, (think, action) in by_owner.items():
+            target = targets[index]
+            step = target.step
+            kind = "query_score" if step.action == "search" else "answer_score"
+            step.scores = {"think_score": float(think.score), kind: float(action.score)}
+            self.counters["judge/failed_verdicts"] += int(think.failed) + int(action.failed)
+            rewards[index] = judged_step_reward(step.action, think.score, action.score, target.step_index,
+                                                self.max_steps, self.early_answer_bonus)
+        for target, reward in zip(targets, rewards, strict=True):
+            target.step.reward = reward
+        return rewards
+
+    def score_episodes(self, episodes: list[Episode]) -> None:
+        """The same step rewards over complete trajectories (ablation: judge rewards without truncation)."""
+        targets = [StepToScore(_prefix_view(episode, i), step, i + 1)
+                   for episode in episodes for i, step in enumerate(episode.steps)]
+        self.score_steps(targets)
+
+
+def _prefix_view(episode: Episode, upto: int) -> Episode:
+    """The episode as it was before step ``upto`` (0-based), sharing step objects: what the judge may see."""
+    return Episode(record=episode.record, prompt_ids=episode.prompt_ids, steps=episode.steps[:upto])
+
+
+class ExactMatchStepReward:
+    """Ablation: truncated sampling with only an outcome signal: answer = EM (0/1), search = 0, invalid = −1."""
+
+    name = "em_step"
+
+    def __init__(self, score_forced_answer: bool = False) -> None:
+        self.score_forced_answer = score_forced_answer
+
+    def score_steps(self, targets: list[StepToScore]) -> list[float | None]:
+        rewards: list[float | None] = []
+        for target in targets:
+            step = target.step
+            if step.is_forced and not self.score_forced_answer:
+                reward = None
+            elif step.action == "answer":
+                reward = exact_match(step.parsed.content, target.episode.record.golden_answers)
+            elif step.action == "search":
+                reward = 0.0
+            else:
+                reward = -1.0
+            step.reward = reward
+            rewards.append(reward)
+        return rewards
+
+    def score_episodes(self, episodes: list[Episode]) -> None:
+        self.score_steps([StepToScore(_prefix_view(e, i), s, i + 1) for e in episodes for i, s in enumerate(e.steps)])

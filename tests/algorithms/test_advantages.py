@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from slate.algorithms.advantages import group_advantages, process_advantages, selection_probabilities
+
+
+def test_group_advantages_by_hand() -> None:
+    # r = [1, 0, 0, 1]: mean 0.5, unbiased std = sqrt(4 * 0.25 / 3) = 1/sqrt(3), so A = ±0.5·sqrt(3) = ±0.8660
+    adv = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.0]]))
+    torch.testing.assert_close(adv, torch.tensor([[0.8660, -0.8660, -0.8660, 0.8660]]), atol=1e-4, rtol=0)
+    assert torch.equal(group_advantages(torch.ones(3, 5)), torch.zeros(3, 5))  # all equal -> zero, not NaN
+
+
+def test_group_advantages_slate_rewards_by_hand() -> None:
+    # SLATE step rewards of k=5 siblings: [2, 0, -1, 1, 0]: mean 0.4; deviations [1.6, -0.4, -1.4, 0.6, -0.4];
+    # squares sum 2.56+0.16+1.96+0.36+0.16 = 5.2; unbiased var 1.3; std 1.140175
+    adv = group_advantages(torch.tensor([[2.0, 0.0, -1.0, 1.0, 0.0]]))
+    expected = torch.tensor([[1.6, -0.4, -1.4, 0.6, -0.4]]) / math.sqrt(1.3)
+    torch.testing.assert_close(adv, expected, atol=1e-5, rtol=0)
+
+
+def test_group_advantages_permute_with_members() -> None:
+    rewards = torch.tensor([[0.3, -1.0, 2.0, 0.0, 0.5]])
+    perm = torch.tensor([4, 2, 0, 1, 3])
+    torch.testing.assert_close(group_advantages(rewards[:, perm]), group_advantages(rewards)[:, perm])
+
+
+def test_group_of_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="group of one"):
+        group_advantages(torch.ones(2, 1))
+
+
+def test_process_advantages_by_hand() -> None:
+    # two trajectories; traj 0: search r=0.3, answer r=1.0; traj 1: search r=-0.3 (no answer reward: 1 step only)
+    rewards = torch.tensor([[0.3, 1.0], [-0.3, 0.0]])
+    has_reward = torch.tensor([[True, True], [True, False]])
+    # rewarded values [0.3, 1.0, -0.3]: mean 1/3, deviations [-1/30, 2/3, -19/30];
+    # unbiased var = (1/900 + 400/900 + 361/900)/2 = 762/1800 = 0.42333, std 0.650641
+    std = math.sqrt(762 / 1800)
+    n = [(-1 / 30) / std, (2 / 3) / std, (-19 / 30) / std]
+    expected = torch.tensor([[n[0] + n[1], n[1]], [n[2], 0.0]])
+    torch.testing.assert_close(process_advantages(rewards, has_reward), expected, atol=1e-4, rtol=0)
+
+
+def test_process_advantages_reduce_to_grpo_for_outcome_rewards() -> None:
+    outcomes = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0])
+    rewards = torch.zeros(5, 3)
+    rewards[:, 2] = outcomes
+    has_reward = torch.zeros(5, 3, dtype=torch.bool)
+    has_reward[:, 2] = True
+    adv = process_advantages(rewards, has_reward)
+    grpo = group_advantages(outcomes[None])[0]
+    for step in range(3):
+        torch.testing.assert_close(adv[:, step], grpo)
+
+
+def test_selection_probabilities_by_hand() -> None:
+    # A = [1, 0], eta = 0.7: p0 = 1 / (1 + exp(-1/0.7)) = 1 / (1 + 0.239651) = 0.806679
+    probs = selection_probabilities(torch.tensor([1.0, 0.0]), 0.7)
+    torch.testing.assert_close(probs, torch.tensor([0.806679, 0.193321]), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError):
+        selection_probabilities(torch.tensor([1.0]), 0.0)
