@@ -83,3 +83,17 @@ def test_serve_retriever_passes_limits(cli: typer.Typer, bm25_index_dir: Path, m
 def test_serve_retriever_rejects_a_non_index(cli: typer.Typer, tmp_path: Path) -> None:
     result = invoke(cli, "serve-retriever", "--index", tmp_path)
     assert result.exit_code == 1 and "not an index directory" in result.output
+
+
+def test_link_adopts_a_faiss_index(cli: typer.Typer, flat_index_dir: Path, small_corpus: Path, tmp_path: Path) -> None:
+    result = invoke(cli, "index", "link", "--faiss", flat_index_dir / "index.faiss", "--corpus", small_corpus,
+                    "--out", tmp_path / "linked", "--encoder", "intfloat/e5-base-v2")
+    assert result.exit_code == 0, result.output
+    assert "linked 51 passages (flat, dim 384)" in result.output
+    meta = json.loads((tmp_path / "linked" / META_FILE).read_text())
+    assert (meta["encoder"], meta["query_prefix"], meta["passage_prefix"]) == ("intfloat/e5-base-v2", "query: ",
+                                                                               "passage: ")
+    assert meta["index_file"] == str((flat_index_dir / "index.faiss").resolve())
+    result = invoke(cli, "index", "link", "--faiss", tmp_path / "none.index", "--corpus", small_corpus,
+                    "--out", tmp_path / "x")
+    assert result.exit_code == 1 and "no faiss index file" in result.output
