@@ -52,7 +52,8 @@ def test_round_trip(content: str, action: str) -> None:
 
 def test_information_block_format() -> None:
     block = render_information([Hit("1", "Dalvin", "Dalvin is a city.", 2.0), Hit("2", "Orvania", "A country.", 1.0)])
-    assert block == "\n<information>Doc 1(Title: Dalvin) Dalvin is a city.\nDoc 2(Title: Orvania) A country.</information>\n"
+    assert block == ("\n<information>Doc 1(Title: Dalvin) Dalvin is a city.\n"
+                     "Doc 2(Title: Orvania) A country.</information>\n")
 
 
 def test_prompt_template() -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections import Counter
 from pathlib import Path
@@ -41,7 +42,7 @@ def test_chains_are_consistent_with_the_corpus(tiny_world: Path) -> None:
         chain = record.chain
         assert len(chain) == record.hops
         assert chain[-1].answer == record.golden_answers[0]
-        for previous, hop in zip(chain, chain[1:], strict=False):
+        for previous, hop in itertools.pairwise(chain):
             assert hop.entity == previous.answer  # each hop starts where the last one ended
         for hop in chain:
             passage = corpus[hop.doc_id]

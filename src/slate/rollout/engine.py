@@ -27,7 +27,7 @@ from slate.errors import SlateError
 from slate.retrieval.base import Hit, Retriever
 from slate.rollout.actions import ANSWER_OPEN, INFO_CLOSE, STOP_STRINGS, parse_step, render_information
 from slate.rollout.episode import Episode, Step
-from slate.rollout.generate import SamplingParams, StopCondition, sample_branches
+from slate.rollout.generate import Continuation, Generator, SamplingParams, StopCondition, sample_branches
 from slate.rollout.policy import Policy
 
 logger = logging.getLogger(__name__)
@@ -52,13 +52,16 @@ class Candidate:
 
 class RolloutEngine:
     def __init__(self, policy: Policy, retriever: Retriever, config: RolloutConfig, top_k: int = 3,
-                 max_retries: int = 2, seed: int = 0) -> None:
+                 max_retries: int = 2, seed: int = 0, generator: Generator | None = None) -> None:
         self.policy = policy
         self.retriever = retriever
         self.config = config
         self.top_k = top_k
         self.max_retries = max_retries
         self.generator = torch.Generator().manual_seed(seed)
+        # The sampling backend: in-process transformers by default; any ``Generator`` (a server client, a scripted
+        # policy in tests) can stand in, since it only maps prefixes to token ids and log-probs.
+        self.generate: Generator = generator or self._sample_in_process
         self.stop = StopCondition(STOP_STRINGS, policy.encode, policy.decode, policy.eos_token_id)
         self.answer_open_ids = policy.encode(ANSWER_OPEN)
         self.invalid_note_ids = policy.encode(config.invalid_note)
@@ -100,13 +103,17 @@ class RolloutEngine:
         start = time.perf_counter()
         for begin in range(0, len(prefixes), per_batch):
             chunk = slice(begin, begin + per_batch)
-            branches = sample_branches(self.policy.model, prefixes[chunk], num_candidates, params, self.stop,
-                                       self.policy.pad_token_id, self.generator)
+            branches = self.generate(prefixes[chunk], num_candidates, params, self.stop)
             for episode, forced, continuations in zip(episodes[chunk], injected[chunk], branches, strict=True):
                 candidates.append([Candidate(episode, self._make_step(c.token_ids, c.logprobs, forced))
                                    for c in continuations])
         self.counters["time/generate_ms"] += int(1000 * (time.perf_counter() - start))
         return candidates
+
+    def _sample_in_process(self, prefixes: list[list[int]], num_branches: int, params: SamplingParams,
+                           stop: StopCondition) -> list[list[Continuation]]:
+        return sample_branches(self.policy.model, prefixes, num_branches, params, stop, self.policy.pad_token_id,
+                               self.generator)
 
     def _make_step(self, token_ids: list[int], logprobs: list[float], forced: list[int]) -> Step:
         text = self.policy.decode(token_ids)

@@ -136,6 +136,7 @@ class Trainer:
         self.logger = MetricLogger(out_dir, enabled=acc.is_main_process, tensorboard=tc.tensorboard,
                                    wandb_project=tc.wandb_project, config=config.model_dump(mode="json"))
         self.generated_tokens = 0
+        self._last_samples: list[Sample] = []  # a zero-weight pass needs some sample when a process runs dry
 
     # -- generators whose state makes a run resumable -----------------------------------------------------------
     def _generators(self) -> dict[str, torch.Generator]:
@@ -209,7 +210,7 @@ class Trainer:
         return int(counts.max())
 
     def update(self, samples: list[Sample]) -> dict[str, float]:
-        tc, ac = self.config.trainer, self.config.algorithm
+        tc = self.config.trainer
         if not samples:
             raise TrainingError("the sampler produced no training samples; check rollout.max_steps and the data.")
         num_minibatches = self._layout(len(samples))
@@ -285,8 +286,6 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         return {**stats, "loss/grad_norm": grad_norm_value}
-
-    _last_samples: list[Sample] = []
 
     @torch.no_grad()
     def _reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from scripted_policy import FixedRetriever, ScriptedGenerator
+
+from slate.config import RolloutConfig
+from slate.data.records import QARecord
+from slate.rollout.actions import render_information
+from slate.rollout.engine import RolloutEngine
+
+RECORD = QARecord(id="q1", question="In which country is Dalvin?", golden_answers=("Orvania",))
+CONFIG = RolloutConfig(max_steps=3, max_step_tokens=64, prompt_template="Question: {question}\n", batch_size=8)
+
+
+def search_then_answer(text: str, branch: int) -> str:
+    if "<information>" not in text:
+        return "<think> I need the country of Dalvin. </think><search> Dalvin country </search>"
+    return "<think> Dalvin is in Orvania. </think><answer> Orvania </answer>"
+
+
+def test_search_then_answer_masks_and_boundaries(policy) -> None:
+    generator = ScriptedGenerator(policy, search_then_answer)
+    retriever = FixedRetriever()
+    engine = RolloutEngine(policy, retriever, CONFIG, top_k=1, generator=generator)
+    [episode] = engine.rollout([RECORD], copies=1)
+    assert [s.action for s in episode.steps] == ["search", "answer"]
+    assert episode.final_answer == "Orvania" and episode.is_valid and episode.num_searches == 1
+    assert retriever.queries == ["Dalvin country"]
+    search, answer = episode.steps
+    assert policy.decode(search.feedback_ids) == render_information(retriever.search(["x"], 1)[0])
+    ids, mask, old = episode.token_ids(), episode.loss_mask(), episode.old_logprobs()
+    assert len(ids) == len(mask) == len(old)
+    # trained tokens are exactly the two sampled steps, in order; the information block is masked out
+    assert [t for t, m in zip(ids, mask, strict=True) if m] == search.token_ids + answer.token_ids
+    assert sum(mask) == len(search.token_ids) + len(answer.token_ids)
+    assert all(v == -0.5 for v, m in zip(old, mask, strict=True) if m) and all(v == 0 for v, m in
+                                                                            zip(old, mask, strict=True) if not m)
+    prompt_len = len(episode.prompt_ids)
+    info_start = prompt_len + len(search.token_ids)
+    assert ids[info_start:info_start + len(search.feedback_ids)] == search.feedback_ids
+    assert not any(mask[info_start:info_start + len(search.feedback_ids)])
+
+
+def test_budget_forces_one_answer_step(policy) -> None:
+    def always_search(text: str, branch: int) -> str:
+        if text.endswith("<answer>"):
+            return " Orvania </answer>"
+        return "<think> more </think><search> Dalvin </search>"
+
+    engine = RolloutEngine(policy, FixedRetriever(), CONFIG, top_k=1, generator=ScriptedGenerator(policy,
+                                                                                                 always_search))
+    [episode] = engine.rollout([RECORD])
+    assert len(episode.steps) == CONFIG.max_steps + 1
+    forced = episode.steps[-1]
+    assert forced.is_forced and forced.action == "answer" and forced.parsed.content == "Orvania"
+    assert policy.decode(forced.injected_ids) == "<answer>"
+    mask = episode.loss_mask()
+    start = len(episode.token_ids()) - len(forced.token_ids) - len(forced.injected_ids)
+    assert mask[start:start + len(forced.injected_ids)] == [False] * len(forced.injected_ids)
+    assert engine.counters["rollout/forced_answers"] == 1
+
+
+def test_invalid_step_gets_a_masked_note_and_is_counted(policy) -> None:
+    def invalid_then_answer(text: str, branch: int) -> str:
+        if "format" not in text:
+            return "<think> hmm </think> no action here"
+        return "<think> ok </think><answer> Orvania </answer>"
+
+    engine = RolloutEngine(policy, FixedRetriever(), CONFIG, generator=ScriptedGenerator(policy, invalid_then_answer))
+    [episode] = engine.rollout([RECORD])
+    assert [s.action for s in episode.steps] == ["invalid", "answer"]
+    assert policy.decode(episode.steps[0].feedback_ids) == CONFIG.invalid_note
+    assert not episode.is_valid  # an invalid step makes the trajectory invalid even though it answered
+    assert engine.counters["rollout/invalid_actions"] == 1
+
+
+def test_dead_retriever_gives_empty_information_not_a_crash(policy) -> None:
+    engine = RolloutEngine(policy, FixedRetriever(fail_times=10), CONFIG, max_retries=2,
+                           generator=ScriptedGenerator(policy, search_then_answer))
+    [episode] = engine.rollout([RECORD])
+    search = episode.steps[0]
+    assert search.retrieval_failed and search.hits == []
+    assert policy.decode(search.feedback_ids) == render_information([])
+    assert engine.counters["rollout/retrieval_failures"] == 1
+    assert engine.counters["rollout/retrieval_retries"] == 3
+
+
+def test_k_copies_share_one_first_prefill(policy) -> None:
+    generator = ScriptedGenerator(policy, search_then_answer)
+    engine = RolloutEngine(policy, FixedRetriever(), CONFIG, generator=generator)
+    episodes = engine.rollout([RECORD, RECORD], copies=3)
+    assert len(episodes) == 6
+    assert generator.calls[0] == (2, 3)  # first step: one prefix per question, 3 branches each
+    assert all(len(e.steps) == 2 for e in episodes)
+    assert len({id(e.steps[0]) for e in episodes}) == 6  # each copy owns its own first step

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import torch
+
+from slate.config import TinyModelConfig
+from slate.rollout.actions import STOP_STRINGS
+from slate.rollout.generate import SamplingParams, StopCondition, sample_branches
+from slate.rollout.policy import build_tiny_policy
+from slate.trainer.forward import pad_batch, token_logprobs
+
+TEXTS = ["Who founded Velmora Labs? <think> a </think><search> b </search><answer> c </answer>"] * 10
+
+
+def _policy():
+    return build_tiny_policy(TEXTS, TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                                                    max_positions=256, vocab_size=300), seed=3)
+
+
+def _stop(policy):
+    return StopCondition(STOP_STRINGS, policy.encode, policy.decode, policy.eos_token_id)
+
+
+def test_branching_equals_naive_sampling_for_one_seed() -> None:
+    policy = _policy()
+    prefixes = [policy.encode("Who founded Velmora Labs? <think>"), policy.encode("a b c <search>")]
+    params = SamplingParams(max_new_tokens=12, temperature=1.0)
+    shared = sample_branches(policy.model, prefixes, 4, params, _stop(policy), policy.pad_token_id,
+                             torch.Generator().manual_seed(0), share_prefill=True)
+    naive = sample_branches(policy.model, prefixes, 4, params, _stop(policy), policy.pad_token_id,
+                            torch.Generator().manual_seed(0), share_prefill=False)
+    for shared_group, naive_group in zip(shared, naive, strict=True):
+        for a, b in zip(shared_group, naive_group, strict=True):
+            assert a.token_ids == b.token_ids
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+    # siblings of one prefix are not copies of each other
+    assert len({tuple(c.token_ids) for c in shared[0]}) > 1
+
+
+def test_sampling_logprobs_match_a_full_forward() -> None:
+    policy = _policy()
+    prefixes = [policy.encode("Who founded"), policy.encode("Velmora Labs? <think> a </think>")]
+    params = SamplingParams(max_new_tokens=10, temperature=0.8)
+    groups = sample_branches(policy.model, prefixes, 2, params, _stop(policy), policy.pad_token_id,
+                             torch.Generator().manual_seed(1))
+    sequences, masks, expected = [], [], []
+    for prefix, group in zip(prefixes, groups, strict=True):
+        for continuation in group:
+            sequences.append(prefix + continuation.token_ids)
+            masks.append([False] * len(prefix) + [True] * len(continuation.token_ids))
+            expected.append(continuation.logprobs)
+    input_ids, attention_mask, target_mask = pad_batch(sequences, masks, policy.pad_token_id)
+    with torch.no_grad():
+        out = token_logprobs(policy.model, input_ids, attention_mask, target_mask, temperature=0.8)
+    for row, values in enumerate(expected):
+        got = out.logprobs[row][target_mask[row]]
+        torch.testing.assert_close(got, torch.tensor(values), atol=1e-4, rtol=0)
+
+
+def test_stop_condition_by_id_and_by_text() -> None:
+    policy = _policy()
+    stop = _stop(policy)
+    close = policy.encode("</answer>")[0]
+    assert stop.check([5, 6, close]) == "stop"
+    assert stop.check([5, policy.eos_token_id]) == "eos"
+    assert stop.check([5, 6]) is None
+    # a tokenizer that splits the tag into pieces is matched on the decoded tail
+    pieces = StopCondition(["</search>"], lambda s: list(s.encode()), lambda ids: bytes(ids).decode(), eos_token_id=0)
+    assert pieces.needs_text and pieces.check(list(b"query </search>")) == "stop"
+    assert pieces.check(list(b"query </sear")) is None
+
+
+def test_every_row_ends_at_its_first_stop_or_at_the_cap() -> None:
+    policy = _policy()
+    stop = _stop(policy)
+    groups = sample_branches(policy.model, [policy.encode("a b"), policy.encode("c")], 6,
+                             SamplingParams(max_new_tokens=7), stop, policy.pad_token_id,
+                             torch.Generator().manual_seed(5))
+    for continuation in (c for group in groups for c in group):
+        assert 1 <= len(continuation.token_ids) <= 7
+        for index in range(len(continuation.token_ids) - 1):
+            assert stop.check(continuation.token_ids[: index + 1]) is None  # nothing stopped earlier
+        if continuation.finish_reason == "length":
+            assert len(continuation.token_ids) == 7
+        else:
+            assert stop.check(continuation.token_ids) == continuation.finish_reason
