@@ -6,7 +6,8 @@ import json
 import re
 from pathlib import Path
 
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from slate.data.loaders import BENCHMARKS, infer_dataset_name, load_benchmarks, load_qa
@@ -101,7 +102,7 @@ def test_search_r1_parquet(tmp_path: Path) -> None:
     rows[0]["golden_answers"] = ["Ann", "Ann B."]
     rows[1]["golden_answers"] = None
     path = tmp_path / "test.parquet"
-    pd.DataFrame(rows).to_parquet(path)
+    pq.write_table(pa.Table.from_pylist(rows), path)
     records = load_qa(path)
     assert [(r.id, r.question, r.golden_answers, r.dataset) for r in records] == [
         ("test_0", "who is the ceo", ("Ann", "Ann B."), "nq"),
@@ -115,7 +116,7 @@ def test_search_r1_parquet_bad_row(tmp_path: Path) -> None:
     rows = [search_r1_row("q0", ["a"], "nq", 0, True), search_r1_row("q1", ["b"], "nq", 1, True)]
     rows[1]["reward_model"] = {"style": "rule", "ground_truth": {"target": []}}
     path = tmp_path / "train.parquet"
-    pd.DataFrame(rows).to_parquet(path)
+    pq.write_table(pa.Table.from_pylist(rows), path)
     with pytest.raises(DataError, match=re.escape(f"{path}:row 1: ") + r".*reward_model\.ground_truth\.target"):
         load_qa(path)
 
