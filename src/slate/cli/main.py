@@ -245,6 +245,15 @@ def _load_questions(paths: list[Path], limit: int | None):
     return [record for path in paths for record in load_qa(path, limit=limit)]
 
 
+def _register_subcommands() -> None:
+    from slate.cli.retrieval import register
+
+    register(app)
+
+
+_register_subcommands()
+
+
 def main() -> None:
     setup_logging()
     app()
