@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_run_config
 
+from conftest import tiny_run_config
 from slate.data.records import read_qa_jsonl
 from slate.errors import TrainingError
 from slate.retrieval.bm25 import Bm25Retriever
