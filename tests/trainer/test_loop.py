@@ -8,29 +8,13 @@ import pytest
 import torch
 
 from conftest import tiny_run_config
+from token_sum_reward import TokenSumReward
 from slate.data.records import read_qa_jsonl
 from slate.errors import TrainingError
 from slate.retrieval.bm25 import Bm25Retriever
 from slate.rollout.policy import load_hf_policy
 from slate.trainer import checkpoint
 from slate.trainer.loop import Trainer, questions_for_step
-
-
-class TokenSumReward:
-    """A random policy never answers right, so every real reward would be flat and nothing would train. This one
-    is a deterministic function of the sampled tokens, which gives every group a spread of rewards."""
-
-    name = "token_sum"
-
-    def score_steps(self, targets):
-        for target in targets:
-            target.step.reward = float(sum(target.step.token_ids) % 5)
-        return [t.step.reward for t in targets]
-
-    def score_episodes(self, episodes):
-        for episode in episodes:
-            for step in episode.steps:
-                step.reward = float(sum(step.token_ids) % 5)
 
 
 def _trainer(tiny_world: Path, policy_dir: Path, out: Path, method: str = "searchr1", **trainer) -> Trainer:
