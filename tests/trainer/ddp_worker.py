@@ -10,12 +10,12 @@ import torch
 from accelerate import Accelerator
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import tiny_run_config  # noqa: E402
-from token_sum_reward import TokenSumReward  # noqa: E402
+from token_sum_reward import TokenSumReward
 
-from slate.data.records import read_qa_jsonl  # noqa: E402
-from slate.retrieval.bm25 import Bm25Retriever  # noqa: E402
-from slate.trainer.loop import Trainer  # noqa: E402
+from conftest import tiny_run_config
+from slate.data.records import read_qa_jsonl
+from slate.retrieval.bm25 import Bm25Retriever
+from slate.trainer.loop import Trainer
 
 
 def main(world: Path, policy_dir: Path, out: Path) -> None:
