@@ -1,0 +1,51 @@
+"""Judge items from whole episodes, for auditing a judge on the steps it would score in training.
+
+Each step of an episode becomes two ``JudgeItem``s, built as SLATE's reward builds them
+(``rewards/judged.py::JudgedStepReward``): a ``think`` item for its ``<think>`` text and a ``query`` item (a
+search) or an ``answer`` item (an answer). Both carry the question, the trajectory before the step as text
+(``render_context``), the ids of the passages retrieved before the step and the gold chain (for the oracle); a query
+item also carries the preceding thinking, an answer item the golden answers.
+
+Steps the reward never sends to the judge are skipped: invalid steps (no parsable action; the reward gives them −2
+without a judge call) and answers forced at the step budget (not scored, as in the paper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from slate.judge.types import JudgeItem
+from slate.rewards.judged import StepToScore, render_context
+from slate.rollout.episode import Episode
+
+
+def step_items(target: StepToScore) -> list[JudgeItem]:
+    """The think item and the query or answer item of one valid, unforced step.
+
+    ``target.episode`` may hold the whole trajectory: only its steps before ``target.step_index`` (t, from 1) are
+    read, so the judge never sees the step's own results or anything after it.
+    """
+    episode, step = target.episode, target.step
+    upto = target.step_index - 1
+    record = episode.record
+    common = {"question": record.question, "context": render_context(episode, upto),
+              "retrieved_ids": tuple(episode.retrieved_ids(before_step=upto)), "chain": tuple(record.chain)}
+    think = JudgeItem(kind="think", text=step.parsed.think, **common)
+    if step.action == "search":
+        return [think, JudgeItem(kind="query", text=step.parsed.content, think=step.parsed.think, **common)]
+    return [think, JudgeItem(kind="answer", text=step.parsed.content, golden_answers=record.golden_answers,
+                             **common)]
+
+
+def items_from_episodes(episodes: Iterable[Episode]) -> list[JudgeItem]:
+    """Two items per judged step (think, then query or answer), episode by episode, step by step.
+
+    Invalid steps and forced answers are skipped: the SLATE reward does not ask the judge about them.
+    """
+    items: list[JudgeItem] = []
+    for episode in episodes:
+        for index, step in enumerate(episode.steps):
+            if step.action == "invalid" or step.is_forced:
+                continue
+            items += step_items(StepToScore(episode, step, index + 1))
+    return items
