@@ -130,7 +130,7 @@ def test_audit_of_a_noisy_oracle_matches_its_noise_rate(tmp_path: Path, world: P
     # Each score is redrawn with p = 0.3 from {-1, 0, 1} and so changes with p·2/3 = 0.2: expected accuracy 0.8.
     # The draws are independent per item, so the pooled accuracy over N items has std sqrt(0.2·0.8/N) (N = 264 on
     # this world: std 0.025). 3 std fails a correct audit for 0.3% of noise seeds, yet rejects a judge never
-    # redrawn (accuracy 1), one whose redraws always change the score (0.7, 4 std away).
+    # redrawn (accuracy 1) and one whose redraws always change the score (0.7, 4 std away).
     total = sum(count for count, _, _ in table.values())
     pooled = sum(count * acc for count, acc, _ in table.values()) / total
     assert abs(pooled - (1 - 0.3 * 2 / 3)) <= 3 * math.sqrt(0.2 * 0.8 / total)
