@@ -92,3 +92,31 @@ def test_k_copies_share_one_first_prefill(policy) -> None:
     assert generator.calls[0] == (2, 3)  # first step: one prefix per question, 3 branches each
     assert all(len(e.steps) == 2 for e in episodes)
     assert len({id(e.steps[0]) for e in episodes}) == 6  # each copy owns its own first step
+
+
+def test_policy_errors_are_clear(tmp_path, policy) -> None:
+    import pytest
+
+    from slate.config import ModelConfig
+    from slate.errors import PolicyError
+    from slate.rollout.policy import check_tags, load_policy
+
+    with pytest.raises(PolicyError, match="not a checkpoint directory"):
+        load_policy(ModelConfig(source="tiny"), tmp_path)
+    from transformers import PreTrainedTokenizerFast
+
+    check_tags(policy.tokenizer, "tiny")  # the tiny tokenizer passes
+    with pytest.raises(PolicyError, match="single tokens"):
+        check_tags(PreTrainedTokenizerFast(tokenizer_object=_bpe_without_tags()), "plain")
+    long_question = "word " * 2000
+    with pytest.raises(PolicyError, match="longer than the context"):
+        policy.prompt_ids(long_question, "Q: {question}")
+
+
+def _bpe_without_tags():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.train_from_iterator(["plain text only"] * 5, trainers.BpeTrainer(vocab_size=300, show_progress=False))
+    return tokenizer

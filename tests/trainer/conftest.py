@@ -23,7 +23,7 @@ def tiny_policy_dir(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def tiny_run_config(tiny_world: Path, method: str = "searchr1", **trainer: object) -> RunConfig:
-    overrides = [f"world.dir={tiny_world}", "model.source=hf", f"trainer.method={method}", "trainer.steps=4",
+    overrides = [f"world.dir={tiny_world}", "model.source=tiny", f"trainer.method={method}", "trainer.steps=4",
                  "trainer.questions_per_step=2", "trainer.minibatch_size=8", "trainer.micro_batch_size=4",
                  "trainer.lr=0.01", "trainer.checkpoint_every=2", "rollout.group_size=3", "rollout.max_steps=2",
                  "rollout.max_step_tokens=12", "rollout.prompt_template='Q: {question}\n'", "judge.backend=oracle"]

@@ -175,9 +175,13 @@ def _ensure_pad(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> N
 
 
 def load_policy(model_config, path: str | Path | None = None) -> Policy:
-    """The factory: ``path`` (a checkpoint) wins; otherwise ``model_config.source`` decides."""
+    """The factory: ``path`` (a checkpoint) wins; otherwise ``model_config.source`` decides. A checkpoint of the
+    tiny policy must carry its single-token tags (the stop logic and the cheap masks rely on them)."""
     if path is not None:
-        return load_hf_policy(path, model_config.dtype)
+        policy = load_hf_policy(path, model_config.dtype)
+        if model_config.source == "tiny":
+            check_tags(policy.tokenizer, str(path))
+        return policy
     if model_config.source == "hf":
         if not model_config.path:
             raise PolicyError("model.source=hf needs model.path (a checkpoint directory).")
