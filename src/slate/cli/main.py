@@ -246,9 +246,11 @@ def _load_questions(paths: list[Path], limit: int | None):
 
 
 def _register_subcommands() -> None:
-    from slate.cli.retrieval import register
+    from slate.cli.judge import register as register_judge
+    from slate.cli.retrieval import register as register_retrieval
 
-    register(app)
+    register_retrieval(app)
+    register_judge(app)
 
 
 _register_subcommands()

@@ -15,26 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from slate.judge.types import JudgeItem
-from slate.rewards.judged import StepToScore, render_context
+from slate.rewards.judged import StepToScore, judge_items
 from slate.rollout.episode import Episode
-
-
-def step_items(target: StepToScore) -> list[JudgeItem]:
-    """The think item and the query or answer item of one valid, unforced step.
-
-    ``target.episode`` may hold the whole trajectory: only its steps before ``target.step_index`` (t, from 1) are
-    read, so the judge never sees the step's own results or anything after it.
-    """
-    episode, step = target.episode, target.step
-    upto = target.step_index - 1
-    record = episode.record
-    common = {"question": record.question, "context": render_context(episode, upto),
-              "retrieved_ids": tuple(episode.retrieved_ids(before_step=upto)), "chain": tuple(record.chain)}
-    think = JudgeItem(kind="think", text=step.parsed.think, **common)
-    if step.action == "search":
-        return [think, JudgeItem(kind="query", text=step.parsed.content, think=step.parsed.think, **common)]
-    return [think, JudgeItem(kind="answer", text=step.parsed.content, golden_answers=record.golden_answers,
-                             **common)]
 
 
 def items_from_episodes(episodes: Iterable[Episode]) -> list[JudgeItem]:
@@ -47,5 +29,5 @@ def items_from_episodes(episodes: Iterable[Episode]) -> list[JudgeItem]:
         for index, step in enumerate(episode.steps):
             if step.action == "invalid" or step.is_forced:
                 continue
-            items += step_items(StepToScore(episode, step, index + 1))
+            items += judge_items(StepToScore(episode, step, index + 1))
     return items

@@ -61,6 +61,24 @@ def render_context(episode: Episode, upto: int) -> str:
     return "\n".join(parts)
 
 
+def judge_items(target: StepToScore) -> list[JudgeItem]:
+    """The think item and the query or answer item of one step, as the judge sees them.
+
+    Only the steps of ``target.episode`` before ``target.step_index`` (t, from 1) are read, so the judge never sees
+    the step's own results (the query's novelty is judged before its retrieval) or anything after it.
+    """
+    episode, step = target.episode, target.step
+    upto = target.step_index - 1
+    record = episode.record
+    common = {"question": record.question, "context": render_context(episode, upto),
+              "retrieved_ids": tuple(episode.retrieved_ids(before_step=upto)), "chain": tuple(record.chain)}
+    think = JudgeItem(kind="think", text=step.parsed.think, **common)
+    if step.action == "search":
+        return [think, JudgeItem(kind="query", text=step.parsed.content, think=step.parsed.think, **common)]
+    return [think, JudgeItem(kind="answer", text=step.parsed.content, golden_answers=record.golden_answers,
+                             **common)]
+
+
 class JudgedStepReward:
     name = "judged"
 
@@ -73,18 +91,6 @@ class JudgedStepReward:
         self.max_failure_share = max_failure_share
         self.failure_hint = failure_hint
         self.counters: Counter[str] = Counter()
-
-    def _items(self, target: StepToScore) -> list[JudgeItem]:
-        episode, step = target.episode, target.step
-        upto = target.step_index - 1
-        record = episode.record
-        common = {"question": record.question, "context": render_context(episode, upto),
-                  "retrieved_ids": tuple(episode.retrieved_ids(before_step=upto)), "chain": tuple(record.chain)}
-        think = JudgeItem(kind="think", text=step.parsed.think, **common)
-        if step.action == "search":
-            return [think, JudgeItem(kind="query", text=step.parsed.content, think=step.parsed.think, **common)]
-        return [think, JudgeItem(kind="answer", text=step.parsed.content, golden_answers=record.golden_answers,
-                                 **common)]
 
     def score_steps(self, targets: list[StepToScore]) -> list[float | None]:
         """One reward per target (None: not scored, e.g. a forced answer); writes ``Step.scores`` and rewards."""
@@ -99,7 +105,7 @@ class JudgedStepReward:
                 rewards[index] = INVALID_STEP_REWARD
                 step.scores = {"think_score": -1.0, "action_score": -1.0}
                 continue
-            new = self._items(target)
+            new = judge_items(target)
             items += new
             owners += [index] * len(new)
         verdicts: list[JudgeVerdict] = self.judge.score(items) if items else []
