@@ -174,8 +174,17 @@ def main() -> None:
             row["test"] = evaluate_policy(Path(row["policy"]), eval_config, retriever, test)
             rows.append(row)
             raw_path.write_text(json.dumps(rows, indent=1))
+        for arm in ("searchr1", "slate") if args.sizes else ():
+            label = f"{arm}@{args.sizes.name}"
+            if (label, seed) in done:
+                continue
+            row = run_arm(arm, seed, args, retriever, args.world, args.sizes, runs / args.sizes.name)
+            row["arm"] = label
+            row["test"] = evaluate_policy(Path(row["policy"]), eval_config, retriever, test)
+            rows.append(row)
+            raw_path.write_text(json.dumps(rows, indent=1))
         if "continued_sft" in args.arms and ("continued_sft", seed) not in done:
-            rl_walls = [r["wall_s"] for r in rows if r["seed"] == seed and r["arm"] != "continued_sft"]
+            rl_walls = [r["wall_s"] for r in rows if r["seed"] == seed and r["arm"] in ARMS]
             row = run_continued_sft(seed, statistics.fmean(rl_walls) if rl_walls else 60.0, args, retriever,
                                     args.world, args.sft, runs)
             row["test"] = evaluate_policy(Path(row["policy"]), eval_config, retriever, test)
