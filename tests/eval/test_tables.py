@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from slate.eval.evaluate import EpisodeScore, summarize
+from slate.eval.tables import format_markdown
+
+
+def test_markdown_table_by_value() -> None:
+    result = {
+        "n": 4, "em": 0.5, "f1": 0.625, "valid_rate": 0.75, "searches": 1.5,
+        "by_dataset": {
+            "hotpotqa": {"n": 2, "em": 0.0, "f1": 0.25, "valid_rate": 0.5, "searches": 2.0},
+            "nq": {"n": 2, "em": 1.0, "f1": 1.0, "valid_rate": 1.0, "searches": 1.0},
+        },
+        "macro": {"em": 0.5, "f1": 0.625, "valid_rate": 0.75, "searches": 1.5},
+    }
+    assert format_markdown(result, "policy A") == (
+        "### policy A\n"
+        "\n"
+        "| split | n | EM | F1 | valid rate | searches |\n"
+        "|---|---:|---:|---:|---:|---:|\n"
+        "| hotpotqa | 2 | 0.000 | 0.250 | 0.500 | 2.00 |\n"
+        "| nq | 2 | 1.000 | 1.000 | 1.000 | 1.00 |\n"
+        "| macro |  | 0.500 | 0.625 | 0.750 | 1.50 |\n"
+        "| overall | 4 | 0.500 | 0.625 | 0.750 | 1.50 |\n"
+    )
+
+
+def test_hop_rows_come_first_and_rounding_is_fixed() -> None:
+    # 1/3 = 0.333..., 2/3 = 0.666... -> three decimals for rates, two for searches (7/3 = 2.33)
+    result = {"n": 3, "em": 1 / 3, "f1": 2 / 3, "valid_rate": 1.0, "searches": 7 / 3,
+              "by_hops": {"1": {"n": 2, "em": 0.5, "f1": 1.0, "valid_rate": 1.0, "searches": 2.0},
+                          "2": {"n": 1, "em": 0.0, "f1": 0.0, "valid_rate": 1.0, "searches": 3.0}}}
+    lines = format_markdown(result, "t").splitlines()
+    assert lines[4:] == ["| 1-hop | 2 | 0.500 | 1.000 | 1.000 | 2.00 |",
+                         "| 2-hop | 1 | 0.000 | 0.000 | 1.000 | 3.00 |",
+                         "| overall | 3 | 0.333 | 0.667 | 1.000 | 2.33 |"]
+    assert not any(line.startswith("| macro") for line in lines)  # one dataset: no macro row
+
+
+def test_summarize_and_table_agree_on_an_empty_split() -> None:
+    empty = summarize([])
+    assert format_markdown(empty, "none").splitlines()[-1] == "| overall | 0 | 0.000 | 0.000 | 0.000 | 0.00 |"
+    one = summarize([EpisodeScore(em=1.0, f1=0.5, is_valid=False, searches=2)])
+    assert format_markdown(one, "one").splitlines()[-1] == "| overall | 1 | 1.000 | 0.500 | 0.000 | 2.00 |"
