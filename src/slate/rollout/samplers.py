@@ -37,6 +37,7 @@ class Sample:
     old_logprobs: list[float]
     advantages: list[float]  # per token; 0 where loss_mask is False
     group_id: str
+    prefix_len: int = 0  # leading tokens shared by every sample of the group (never trained): computed once
 
     @property
     def num_policy_tokens(self) -> int:
@@ -160,4 +161,5 @@ def _candidate_sample(prefix: list[int], candidate: Candidate, advantage: float,
         old_logprobs=[0.0] * len(context) + list(step.logprobs),
         advantages=[0.0] * len(context) + [advantage] * len(step.token_ids),
         group_id=group_id,
+        prefix_len=len(context),
     )

@@ -34,6 +34,51 @@ def pad_batch(sequences: list[list[int]], masks: list[list[bool]], pad_id: int) 
     return input_ids, attention_mask, target_mask
 
 
+def _cache_of(output) -> object:
+    """Recent transformers call the returned KV cache ``cache``; older ones ``past_key_values``."""
+    return output["cache"] if "cache" in output else output["past_key_values"]
+
+
+def _logprobs_from_hidden(model: PreTrainedModel, hidden: torch.Tensor, targets: torch.Tensor, predicts: torch.Tensor,
+                          temperature: float, with_entropy: bool, shape: torch.Size) -> TokenLogprobs:
+    """hidden: (B, L, H) where hidden[:, t] predicts targets[:, t]; only positions with ``predicts`` are computed."""
+    logits = model.get_output_embeddings()(hidden[predicts])  # (M, V), M = trained tokens
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    picked = logp.gather(-1, targets[predicts][:, None]).squeeze(-1)  # (M,)
+    out = torch.zeros(shape, dtype=picked.dtype, device=picked.device)
+    out[predicts] = picked
+    entropy = None
+    if with_entropy:
+        entropy = torch.zeros_like(out)
+        entropy[predicts] = -(logp.exp() * logp).sum(-1).detach()
+    return TokenLogprobs(logprobs=out, entropy=entropy)
+
+
+def grouped_token_logprobs(model: PreTrainedModel, prefix_ids: torch.Tensor, input_ids: torch.Tensor,
+                           target_mask: torch.Tensor, temperature: float = 1.0,
+                           with_entropy: bool = False) -> TokenLogprobs:
+    """Log-probs of k continuations of one shared prefix, running the prefix once.
+
+    prefix_ids: (1, P). input_ids: (k, C), the continuations, right-padded; target_mask: (k, C). Returns (k, C).
+    The prefix's KV cache is repeated k times inside the autograd graph, so the gradient through the prefix is the
+    sum over the k siblings — exactly what k separate forward passes over prefix + continuation would give, for
+    about 1/k of the prefix compute (SLATE's k candidates share everything but their last step).
+    """
+    decoder = model.get_decoder()
+    k, width = input_ids.shape
+    prefix_out = decoder(input_ids=prefix_ids, use_cache=True)
+    cache = _cache_of(prefix_out)
+    cache.batch_repeat_interleave(k)
+    start = prefix_ids.shape[1]
+    positions = torch.arange(start, start + width, device=input_ids.device)[None].expand(k, -1)
+    cache_kwarg = "cache" if "cache" in prefix_out else "past_key_values"
+    continuation = decoder(input_ids=input_ids, position_ids=positions, use_cache=False, **{cache_kwarg: cache})
+    # the prefix's last state predicts the first continuation token; state t of the continuation predicts t + 1
+    hidden = torch.cat([prefix_out.last_hidden_state[:, -1:].expand(k, -1, -1),
+                        continuation.last_hidden_state[:, :-1]], dim=1)  # (k, C, H)
+    return _logprobs_from_hidden(model, hidden, input_ids, target_mask, temperature, with_entropy, input_ids.shape)
+
+
 def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    target_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False,
                    full_head: bool = False) -> TokenLogprobs:

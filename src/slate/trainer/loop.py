@@ -40,7 +40,7 @@ from slate.rollout.engine import RolloutEngine
 from slate.rollout.policy import Policy, load_policy
 from slate.rollout.samplers import Sample, SampledBatch
 from slate.trainer import checkpoint
-from slate.trainer.forward import pad_batch, token_logprobs
+from slate.trainer.forward import grouped_token_logprobs, pad_batch, token_logprobs
 from slate.trainer.metrics import MetricLogger
 
 logger = logging.getLogger(__name__)
@@ -54,9 +54,14 @@ class PolicyLogprobs(torch.nn.Module):
         self.model = model
         self.temperature = temperature
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                target_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = token_logprobs(self.model, input_ids, attention_mask, target_mask, self.temperature, with_entropy=True)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor,
+                prefix_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if prefix_ids is None:
+            out = token_logprobs(self.model, input_ids, attention_mask, target_mask, self.temperature,
+                                 with_entropy=True)
+        else:
+            out = grouped_token_logprobs(self.model, prefix_ids, input_ids, target_mask, self.temperature,
+                                         with_entropy=True)
         assert out.entropy is not None
         return out.logprobs, out.entropy
 
@@ -136,7 +141,7 @@ class Trainer:
         self.logger = MetricLogger(out_dir, enabled=acc.is_main_process, tensorboard=tc.tensorboard,
                                    wandb_project=tc.wandb_project, config=config.model_dump(mode="json"))
         self.generated_tokens = 0
-        self._last_samples: list[Sample] = []  # a zero-weight pass needs some sample when a process runs dry
+        self._last_unit: list[Sample] = []  # a zero-weight pass needs some sample when a process runs dry
 
     # -- generators whose state makes a run resumable -----------------------------------------------------------
     def _generators(self) -> dict[str, torch.Generator]:
@@ -201,28 +206,42 @@ class Trainer:
         return {k: float(gathered[:, i].sum() if k in summed else gathered[:, i].mean()) for i, k in enumerate(keys)}
 
     # -- the update -----------------------------------------------------------------------------------------------
-    def _layout(self, num_samples: int) -> int:
-        """Minibatches per epoch, equal on every process (the max over processes)."""
-        mine = max(1, math.ceil(num_samples / self.config.trainer.minibatch_size))
+    # A unit is what one forward pass handles: a group of samples sharing a prefix (SLATE: the prefix runs once) or
+    # single samples (full trajectories, batched ``micro_batch_size`` at a time).
+    def _units(self, samples: list[Sample]) -> tuple[list[list[Sample]], bool]:
+        if samples and all(s.prefix_len > 0 for s in samples):
+            groups: dict[str, list[Sample]] = {}
+            for sample in samples:
+                groups.setdefault(sample.group_id, []).append(sample)
+            return list(groups.values()), True
+        return [[s] for s in samples], False
+
+    def _max_over_processes(self, count: int) -> int:
+        """The largest ``count`` of any process: every process then runs that many passes, so collectives align."""
         if self.accelerator.num_processes == 1:
-            return mine
-        counts = self.accelerator.gather(torch.tensor([mine], device=self.accelerator.device))
+            return count
+        counts = self.accelerator.gather(torch.tensor([count], device=self.accelerator.device))
         return int(counts.max())
 
     def update(self, samples: list[Sample]) -> dict[str, float]:
         tc = self.config.trainer
         if not samples:
             raise TrainingError("the sampler produced no training samples; check rollout.max_steps and the data.")
-        num_minibatches = self._layout(len(samples))
-        micro_per_minibatch = math.ceil(tc.minibatch_size / tc.micro_batch_size)
+        units, grouped = self._units(samples)
+        group_size = self.config.rollout.group_size
+        units_per_minibatch = max(1, tc.minibatch_size // group_size) if grouped else tc.minibatch_size
+        units_per_micro = 1 if grouped else tc.micro_batch_size
+        num_minibatches = self._max_over_processes(max(1, math.ceil(len(units) / units_per_minibatch)))
+        self._last_unit = units[0]
         sums: dict[str, float] = {"loss/policy": 0.0, "loss/kl": 0.0, "loss/clip_frac": 0.0, "policy/entropy": 0.0,
                                   "loss/grad_norm": 0.0}
         updates = 0
         for _ in range(tc.update_epochs):
-            order = torch.randperm(len(samples), generator=self.update_generator).tolist()
+            order = torch.randperm(len(units), generator=self.update_generator).tolist()
             for mb in range(num_minibatches):
-                minibatch = [samples[i] for i in order[mb * tc.minibatch_size:(mb + 1) * tc.minibatch_size]]
-                result = self._optimizer_step(minibatch, micro_per_minibatch)
+                chosen = [units[i] for i in order[mb * units_per_minibatch:(mb + 1) * units_per_minibatch]]
+                micros = [chosen[i:i + units_per_micro] for i in range(0, len(chosen), units_per_micro)]
+                result = self._optimizer_step(micros, self._max_over_processes(len(micros)), grouped)
                 if result is None:
                     continue
                 updates += 1
@@ -232,34 +251,44 @@ class Trainer:
         metrics["loss/skipped_updates"] = float(num_minibatches * tc.update_epochs - updates)
         return metrics
 
-    def _optimizer_step(self, minibatch: list[Sample], micro_steps: int) -> dict[str, float] | None:
+    def _micro_tensors(self, chunk: list[Sample], grouped: bool) -> tuple[torch.Tensor, ...]:
+        """input_ids, attention_mask, target_mask, old log-probs, advantages, prefix ids (grouped) for one pass."""
+        prefix_len = chunk[0].prefix_len if grouped else 0
+        sequences = [s.token_ids[prefix_len:] for s in chunk]
+        input_ids, attention_mask, target_mask = pad_batch(sequences, [s.loss_mask[prefix_len:] for s in chunk],
+                                                           self.policy.pad_token_id)
+        if grouped:  # the first continuation token is predicted by the prefix, so it is a target too
+            target_mask[:, 0] = torch.tensor([s.loss_mask[prefix_len] for s in chunk])
+        width = input_ids.shape[1]
+        old = _padded([s.old_logprobs[prefix_len:] for s in chunk], width)
+        advantages = _padded([s.advantages[prefix_len:] for s in chunk], width)
+        prefix = torch.tensor([chunk[0].token_ids[:prefix_len]], dtype=torch.long) if grouped else None
+        device = self.accelerator.device
+        return (input_ids.to(device), attention_mask.to(device), target_mask.to(device), old.to(device),
+                advantages.to(device), prefix.to(device) if prefix is not None else None)
+
+    def _optimizer_step(self, micros: list[list[list[Sample]]], micro_steps: int,
+                        grouped: bool) -> dict[str, float] | None:
         acc, tc, ac = self.accelerator, self.config.trainer, self.config.algorithm
-        total_tokens = max(1, sum(s.num_policy_tokens for s in minibatch))
+        flat = [s for micro in micros for unit in micro for s in unit]
+        total_tokens = max(1, sum(s.num_policy_tokens for s in flat))
         self.optimizer.zero_grad(set_to_none=True)
         stats = {"loss/policy": 0.0, "loss/kl": 0.0, "loss/clip_frac": 0.0, "policy/entropy": 0.0}
         loss_total = 0.0
         for micro in range(micro_steps):
-            chunk = minibatch[micro * tc.micro_batch_size:(micro + 1) * tc.micro_batch_size]
+            chunk = [s for unit in micros[micro] for s in unit] if micro < len(micros) else []
             weight_scale = 1.0
             if not chunk:  # a zero-weight pass keeps the processes' collective calls aligned
-                chunk, weight_scale = (minibatch or self._last_samples)[:1], 0.0
-            tokens = sum(s.num_policy_tokens for s in chunk)
+                chunk, weight_scale = self._last_unit, 0.0
             if ac.token_aggregation == "token_mean":
-                weight = tokens / total_tokens * weight_scale
+                weight = sum(s.num_policy_tokens for s in chunk) / total_tokens * weight_scale
             else:
-                weight = len(chunk) / max(1, len(minibatch)) * weight_scale
-            input_ids, attention_mask, target_mask = pad_batch([s.token_ids for s in chunk],
-                                                               [s.loss_mask for s in chunk], self.policy.pad_token_id)
-            width = input_ids.shape[1]
-            old = _padded([s.old_logprobs for s in chunk], width)
-            advantages = _padded([s.advantages for s in chunk], width)
-            input_ids, attention_mask, target_mask = (t.to(acc.device) for t in (input_ids, attention_mask,
-                                                                                  target_mask))
-            old, advantages = old.to(acc.device), advantages.to(acc.device)
+                weight = len(chunk) / max(1, len(flat)) * weight_scale
+            input_ids, attention_mask, target_mask, old, advantages, prefix = self._micro_tensors(chunk, grouped)
             sync = acc.no_sync(self.module) if micro < micro_steps - 1 else contextlib.nullcontext()
             with sync:
-                logprobs, entropy = self.module(input_ids, attention_mask, target_mask)
-                ref = self._reference_logprobs(input_ids, attention_mask, target_mask)
+                logprobs, entropy = self.module(input_ids, attention_mask, target_mask, prefix)
+                ref = self._reference_logprobs(input_ids, attention_mask, target_mask, prefix)
                 out = policy_loss(logprobs, old, ref, advantages, target_mask, ac.clip_eps, ac.kl_coef,
                                   ac.token_aggregation)
                 acc.backward(out.loss * weight)
@@ -269,7 +298,8 @@ class Trainer:
             stats["loss/kl"] += float(out.kl) * weight
             stats["loss/clip_frac"] += float(out.clip_fraction) * weight
             stats["policy/entropy"] += float((entropy * mask).sum() / mask.sum().clamp(min=1)) * weight
-        self._last_samples = minibatch or self._last_samples
+        if micros:
+            self._last_unit = [s for s in micros[-1][-1]]
         grad_norm = acc.clip_grad_norm_(self.module.parameters(), tc.max_grad_norm)
         grad_norm_value = float(grad_norm) if grad_norm is not None else 0.0
         if not (math.isfinite(loss_total) and math.isfinite(grad_norm_value)):
@@ -288,15 +318,21 @@ class Trainer:
         return {**stats, "loss/grad_norm": grad_norm_value}
 
     @torch.no_grad()
-    def _reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                            target_mask: torch.Tensor) -> torch.Tensor | None:
+    def _reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor,
+                            prefix: torch.Tensor | None) -> torch.Tensor | None:
         if self.config.algorithm.kl_coef == 0:
             return None
         temperature = self.config.rollout.temperature
+
+        def run(model: torch.nn.Module) -> torch.Tensor:
+            if prefix is not None:
+                return grouped_token_logprobs(model, prefix, input_ids, target_mask, temperature).logprobs
+            return token_logprobs(model, input_ids, attention_mask, target_mask, temperature).logprobs
+
         if self.reference is not None:
-            return token_logprobs(self.reference, input_ids, attention_mask, target_mask, temperature).logprobs
+            return run(self.reference)
         with self.policy.model.disable_adapter():  # LoRA: the frozen base model is the reference
-            return token_logprobs(self.policy.model, input_ids, attention_mask, target_mask, temperature).logprobs
+            return run(self.policy.model)
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:

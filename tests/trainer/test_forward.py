@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from slate.trainer.forward import grouped_token_logprobs, pad_batch, token_logprobs
+
+
+def _model() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=2))
+
+
+def test_selective_head_matches_the_full_head() -> None:
+    model = _model()
+    ids = [[3, 4, 5, 6, 7], [8, 9, 10]]
+    masks = [[False, False, True, True, True], [False, True, True]]
+    input_ids, attention_mask, target_mask = pad_batch(ids, masks, pad_id=0)
+    fast = token_logprobs(model, input_ids, attention_mask, target_mask, temperature=0.7, with_entropy=True)
+    full = token_logprobs(model, input_ids, attention_mask, target_mask, temperature=0.7, with_entropy=True,
+                          full_head=True)
+    torch.testing.assert_close(fast.logprobs, full.logprobs, atol=1e-5, rtol=0)
+    # by hand for one token: log softmax(logits / 0.7)[x_t] at the position that predicts it
+    logits = model(input_ids=input_ids).logits[0, 2] / 0.7
+    torch.testing.assert_close(fast.logprobs[0, 3], torch.log_softmax(logits, -1)[6], atol=1e-5, rtol=0)
+    assert fast.logprobs[1, 3].item() == 0.0 and not target_mask[1, 3]  # padding is never a target
+
+
+def test_shared_prefix_forward_equals_separate_forwards_values_and_gradients() -> None:
+    model = _model()
+    prefix = [5, 6, 7, 8, 9, 10, 11]
+    continuations = [[12, 13, 14, 15], [16, 17], [18, 19, 20]]
+    sequences = [prefix + c for c in continuations]
+    masks = [[False] * len(prefix) + [True] * len(c) for c in continuations]
+    input_ids, attention_mask, target_mask = pad_batch(sequences, masks, pad_id=0)
+    separate = token_logprobs(model, input_ids, attention_mask, target_mask)
+    grad_separate = torch.autograd.grad(separate.logprobs.sum(), list(model.parameters()))
+
+    cont_ids, _, cont_mask = pad_batch(continuations, [[True] * len(c) for c in continuations], pad_id=0)
+    cont_mask[:, 0] = True  # the first continuation token is predicted by the prefix
+    grouped = grouped_token_logprobs(model, torch.tensor([prefix]), cont_ids, cont_mask)
+    grad_grouped = torch.autograd.grad(grouped.logprobs.sum(), list(model.parameters()))
+
+    for row, continuation in enumerate(continuations):
+        expected = separate.logprobs[row, len(prefix):len(prefix) + len(continuation)]
+        torch.testing.assert_close(grouped.logprobs[row, : len(continuation)], expected, atol=1e-5, rtol=0)
+    for a, b in zip(grad_separate, grad_grouped, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
