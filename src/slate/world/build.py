@@ -169,11 +169,8 @@ class _Builder:
         for relation in RELATIONS_FROM[entity.type]:
             obj = self.entities[entity.relations[relation.name]]
             template = self.rng.choice(relation.facts)
-            # Later sentences often say "He"/"It": the name's term frequency stays low, so a query of the bare name
-            # competes with every passage that mentions the entity and does not reliably find its own passage.
-            use_pronoun = template.startswith("{s}") and self.rng.random() < 0.6
-            subject = entity.pronoun if use_pronoun else entity.mention()
-            sentences.append(template.format(s=subject, o=obj.mention()))
+            # Every fact names its subject (no pronouns): the sentence that answers a hop can be found by the name.
+            sentences.append(template.format(s=entity.mention(), o=obj.mention()))
         # At most one filler sentence: passages stay short, because every retrieved token is context the policy reads.
         fillers = [f.format(p=entity.pronoun) for f in self.rng.sample(FILLERS[entity.type], k=self.rng.randint(0, 1))]
         body = sentences[:1] + self.rng.sample(sentences[1:], k=len(sentences) - 1) + fillers
