@@ -88,3 +88,19 @@ def test_questions_are_split_across_processes_without_overlap(tiny_world: Path) 
     both = questions_for_step(records, state, 4, 0, 0, 2) + questions_for_step(records, state, 4, 0, 1, 2)
     alone = questions_for_step(records, state, 4, 0, 0, 1)
     assert sorted(r.id for r in both) == sorted(r.id for r in alone) and len(alone) == 4
+
+
+def test_lora_trains_adapters_only_and_exports_a_merged_policy(tiny_world: Path, tiny_policy_dir: Path,
+                                                               tmp_path: Path) -> None:
+    trainer = _trainer(tiny_world, tiny_policy_dir, tmp_path, lora_rank=4, steps=1)
+    model = trainer.accelerator.unwrap_model(trainer.module).model
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    trainer.train()
+    after = dict(model.named_parameters())
+    assert all(torch.equal(frozen_before[n], after[n]) for n in frozen_before)
+    assert any(not torch.equal(lora_before[n], after[n]) for n in lora_before)
+    exported = load_hf_policy(tmp_path / "policy").model
+    assert not any("lora" in n for n, _ in exported.named_parameters())  # merged into plain weights
