@@ -6,13 +6,12 @@ so a second run is quick; ``rm -rf runs/demo`` starts over.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 from rich.table import Table
 
-from slate.cli.main import console, out, print_eval_table, setup_logging
+from slate.cli.main import console, fail, out, print_eval_table, setup_logging
 from slate.config import load_config, save_config
 from slate.data.records import read_qa_jsonl
 from slate.errors import SlateError
@@ -92,8 +91,7 @@ def main() -> None:
         after = dev_eval(slate_dir / "policy", slate_config, retriever, world_dir, ROOT / "eval_slate.json")
         print_eval_table(after, f"After SLATE, {DEV_QUESTIONS} dev questions (greedy)")
     except SlateError as error:
-        console.print(f"[bold red]error:[/] {error}")
-        sys.exit(1)
+        fail(error)
     table = Table(title="Dev EM per hop: before → after SLATE")
     for column in ("hops", "SFT", "SLATE"):
         table.add_column(column, justify="right")

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from rich.text import Text
 
 from slate.errors import SlateError
 
@@ -32,7 +33,8 @@ def setup_logging(verbose: bool = False) -> None:
 
 def fail(error: Exception) -> None:
     """Print a SlateError as one red line and exit 1: bad input never shows a traceback."""
-    console.print(f"[bold red]error:[/] {error}")
+    # the message is plain text: brackets in it (a list of tags, a file:line) must not be read as markup
+    console.print(Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True)
     raise typer.Exit(code=1)
 
 

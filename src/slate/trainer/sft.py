@@ -114,7 +114,7 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
             optimizer.step()
             step += 1
             if on_step is not None:
-                on_step(step, total_steps, float(loss))
+                on_step(step, total_steps, loss.item())
             if sft.time_limit_s is not None and time.perf_counter() - start > sft.time_limit_s:
                 logger.warning("SFT stopped at its time limit after %d/%d steps", step, total_steps)
                 total_steps = step
