@@ -6,9 +6,11 @@ so a second run is quick; ``rm -rf runs/demo`` starts over.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
+import typer
 from rich.table import Table
 
 from slate.cli.main import console, fail, out, print_eval_table, setup_logging
@@ -103,4 +105,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except typer.Exit as stop:  # fail() ends the demo with one clean error line and a non-zero status
+        sys.exit(stop.exit_code)
