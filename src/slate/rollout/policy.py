@@ -92,7 +92,6 @@ class Policy:
             # A GGUF-loaded model is dequantised in memory; saving must not claim it is still quantised.
             del model.config.quantization_config
             model.hf_quantizer = None  # transformers refuses to save a model whose GGUF quantizer is still attached
-            model.hf_quantizer = None  # transformers refuses to save a model whose GGUF quantizer is still attached
         model.save_pretrained(out_dir, safe_serialization=True)
         self.tokenizer.save_pretrained(out_dir)
 
