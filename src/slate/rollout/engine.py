@@ -58,7 +58,8 @@ class RolloutEngine:
         self.config = config
         self.top_k = top_k
         self.max_retries = max_retries
-        self.generator = torch.Generator().manual_seed(seed)
+        # on the model's device, so sampling on a GPU does not need a CPU round trip
+        self.generator = torch.Generator(device=next(policy.model.parameters()).device).manual_seed(seed)
         # The sampling backend: in-process transformers by default; any ``Generator`` (a server client, a scripted
         # policy in tests) can stand in, since it only maps prefixes to token ids and log-probs.
         self.generate: Generator = generator or self._sample_in_process

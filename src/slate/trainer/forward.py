@@ -88,7 +88,11 @@ def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_ma
         predicts = target_mask[:, 1:]  # (B, L-1): position t-1 predicts token t
         logits = logits_all[predicts]
     else:
-        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        # Right padding under a causal mask: no real token ever attends to a pad, so the padding mask is redundant,
+        # and leaving it out lets scaled_dot_product_attention take its fused causal kernel.
+        right_padded = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
+        hidden = model.get_decoder()(input_ids=input_ids,
+                                     attention_mask=None if right_padded else attention_mask).last_hidden_state
         predicts = target_mask[:, 1:]
         logits = model.get_output_embeddings()(hidden[:, :-1][predicts])  # (M, V), M = trained tokens
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)

@@ -94,6 +94,8 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
     logger.info("SFT: %d demonstrations, %d policy tokens, %d optimizer steps", len(episodes),
                 sum(sum(m) for m in masks), total_steps)
     model = policy.model
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=0.01, betas=(0.9, 0.95))
     start = time.perf_counter()
@@ -106,6 +108,7 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
                 group["lr"] = cosine_lr(step, total_steps, sft.warmup_steps, sft.lr)
             input_ids, attention_mask, target_mask = pad_batch([sequences[i] for i in batch],
                                                                [masks[i] for i in batch], policy.pad_token_id)
+            input_ids, attention_mask, target_mask = (t.to(device) for t in (input_ids, attention_mask, target_mask))
             out = token_logprobs(model, input_ids, attention_mask, target_mask)
             loss = -out.logprobs.sum() / target_mask.sum().clamp(min=1)
             optimizer.zero_grad(set_to_none=True)
