@@ -135,10 +135,11 @@ class TrainerConfig(_Strict):
 
 
 class SFTConfig(_Strict):
-    epochs: float = Field(3.0, gt=0, description="Passes over the demonstrations.")
-    lr: float = Field(2e-3, gt=0, description="Peak AdamW learning rate (cosine decay after warm-up).")
-    warmup_steps: int = Field(30, ge=0, description="Linear warm-up steps.")
-    batch_tokens: int = Field(6000, ge=64, description="Tokens per optimizer step (packed by length).")
+    epochs: float = Field(6.0, gt=0, description="Passes over the demonstrations.")
+    lr: float = Field(3e-3, gt=0, description="Peak AdamW learning rate (cosine decay after warm-up).")
+    warmup_steps: int = Field(50, ge=0, description="Linear warm-up steps.")
+    batch_tokens: int = Field(4096, ge=64, description="Padded tokens per optimizer step (batches of similar "
+                                                       "length).")
     max_demos: int | None = Field(None, ge=1, description="Use at most this many train questions.")
     seed: int = Field(0, description="Seed for demonstrations, init and order.")
     time_limit_s: float | None = Field(None, gt=0, description="Stop early after this wall-clock time.")
