@@ -217,6 +217,7 @@ def evaluate_cmd(
     """Greedy evaluation: EM, F1, valid rate and searches, by hop count or by dataset."""
     from slate.config import load_config
     from slate.eval.evaluate import evaluate
+    from slate.eval.tables import format_markdown
     from slate.retrieval.factory import build_retriever
     from slate.rollout.engine import RolloutEngine
     from slate.rollout.policy import load_policy
@@ -239,6 +240,7 @@ def evaluate_cmd(
     if out_json is not None:
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(result, indent=2) + "\n")
+        out_json.with_suffix(".md").write_text(format_markdown(result, str(policy_dir)))
 
 
 def _load_questions(paths: list[Path], limit: int | None):
