@@ -24,6 +24,11 @@ def test_k3_by_hand() -> None:
     torch.testing.assert_close(k3_kl(torch.tensor([-1.0]), torch.tensor([-1.5])), torch.tensor([0.106531]),
                                atol=1e-6, rtol=0)
     assert k3_kl(torch.tensor([-2.0]), torch.tensor([-2.0])).item() == 0.0
+    # log-ratio 30 is clamped to 10 first; e^10 - 10 - 1 = 22015.5 is then clamped to 10
+    assert k3_kl(torch.tensor([-31.0]), torch.tensor([-1.0])).item() == 10.0
+    # log-ratio 2 is inside the clamp: e^2 - 2 - 1 = 4.389056
+    torch.testing.assert_close(k3_kl(torch.tensor([-3.0]), torch.tensor([-1.0])), torch.tensor([4.389056]),
+                               atol=1e-5, rtol=0)
 
 
 def test_aggregation_by_hand() -> None:
