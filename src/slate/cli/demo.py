@@ -25,8 +25,10 @@ from slate.trainer.loop import Trainer
 from slate.trainer.sft import train_sft
 from slate.world.build import build_world, write_world
 
-ROOT = Path("runs/demo")
-DEV_QUESTIONS = 200
+QUICK = [  # `--quick`: the same stages on the tiny world with a tiny model and a few steps (about 2 minutes)
+    "world.size=tiny", "model.tiny.hidden_size=64", "model.tiny.num_layers=2", "model.tiny.intermediate_size=128",
+    "sft.epochs=1", "sft.max_demos=80", "trainer.steps=2", "trainer.questions_per_step=4", "rollout.max_step_tokens=24",
+]
 
 
 def show_world(world_dir: Path, retriever: Bm25Retriever) -> None:
@@ -53,45 +55,50 @@ def show_world(world_dir: Path, retriever: Bm25Retriever) -> None:
     out.print(table)
 
 
-def dev_eval(policy_dir: Path, config, retriever: Bm25Retriever, world_dir: Path, cache: Path) -> dict:
+def dev_eval(policy_dir: Path, config, retriever: Bm25Retriever, world_dir: Path, cache: Path, limit: int) -> dict:
     if cache.is_file():
         return json.loads(cache.read_text())
     engine = RolloutEngine(load_hf_policy(policy_dir), retriever, config.rollout, config.retrieval.top_k)
-    result, _ = evaluate(engine, read_qa_jsonl(world_dir / "dev.jsonl")[:DEV_QUESTIONS])
+    result, _ = evaluate(engine, read_qa_jsonl(world_dir / "dev.jsonl")[:limit])
     cache.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    quick = "--quick" in (sys.argv[1:] if argv is None else argv)
+    root, dev_questions = (Path("runs/demo_quick"), 20) if quick else (Path("runs/demo"), 200)
     setup_logging()
     start = time.perf_counter()
     try:
-        sft_config = load_config("configs/tiny.yaml", [f"world.dir={ROOT / 'world'}"])
-        slate_config = load_config("configs/slate-tiny.yaml", [f"world.dir={ROOT / 'world'}"])
-        world_dir = ROOT / "world"
+        extra = [f"world.dir={root / 'world'}", *(QUICK if quick else [])]
+        sft_config = load_config("configs/tiny.yaml", [o for o in extra if not o.startswith("trainer.")])
+        slate_config = load_config("configs/slate-tiny.yaml", [o for o in extra if not o.startswith(("sft.",
+                                                                                                     "model."))])
+        world_dir = root / "world"
         if not (world_dir / "corpus.jsonl").is_file():
             write_world(build_world(sft_config.world.seed, sft_config.world.size), world_dir,
                         sft_config.world.seed, sft_config.world.size)
         retriever = Bm25Retriever.from_corpus_cached(world_dir / "corpus.jsonl", world_dir / "bm25_index")
         show_world(world_dir, retriever)
 
-        sft_dir = ROOT / "sft"
+        sft_dir = root / "sft"
         if not (sft_dir / "config.json").is_file():
             console.print("[bold]Warm-start[/]: SFT on scripted demonstrations (imperfect on purpose)…")
             train_sft(sft_config, read_qa_jsonl(world_dir / "train.jsonl"), retriever, world_dir, sft_dir)
             save_config(sft_config, sft_dir / "slate_config.yaml")
-        before = dev_eval(sft_dir, sft_config, retriever, world_dir, ROOT / "eval_sft.json")
-        print_eval_table(before, f"SFT warm-start, {DEV_QUESTIONS} dev questions (greedy)")
+        before = dev_eval(sft_dir, sft_config, retriever, world_dir, root / "eval_sft.json", dev_questions)
+        print_eval_table(before, f"SFT warm-start, {dev_questions} dev questions (greedy)")
 
-        slate_dir = ROOT / "slate"
+        slate_dir = root / "slate"
         if not (slate_dir / "policy" / "config.json").is_file():
             console.print(f"[bold]SLATE[/]: {slate_config.trainer.steps} steps, k = "
                           f"{slate_config.rollout.group_size}, oracle judge…")
             trainer = Trainer(slate_config, read_qa_jsonl(world_dir / "train.jsonl"), retriever, sft_dir, slate_dir,
                               world_dir)
             trainer.train(resume=True)
-        after = dev_eval(slate_dir / "policy", slate_config, retriever, world_dir, ROOT / "eval_slate.json")
-        print_eval_table(after, f"After SLATE, {DEV_QUESTIONS} dev questions (greedy)")
+        after = dev_eval(slate_dir / "policy", slate_config, retriever, world_dir, root / "eval_slate.json",
+                         dev_questions)
+        print_eval_table(after, f"After SLATE, {dev_questions} dev questions (greedy)")
     except SlateError as error:
         fail(error)
     table = Table(title="Dev EM per hop: before → after SLATE")
@@ -101,7 +108,7 @@ def main() -> None:
         table.add_row(hops, f"{before['by_hops'][hops]['em']:.3f}", f"{after['by_hops'][hops]['em']:.3f}")
     table.add_row("all", f"{before['em']:.3f}", f"{after['em']:.3f}")
     out.print(table)
-    out.print(f"demo finished in {time.perf_counter() - start:.0f} s; outputs in {ROOT}/")
+    out.print(f"demo finished in {time.perf_counter() - start:.0f} s; outputs in {root}/")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from slate.cli import demo
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_quick_demo_runs_every_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    demo.main(["--quick"])
+    root = tmp_path / "runs" / "demo_quick"
+    before = json.loads((root / "eval_sft.json").read_text())
+    after = json.loads((root / "eval_slate.json").read_text())
+    assert before["n"] == after["n"] == 20
+    assert (root / "slate" / "policy" / "config.json").is_file()
+    assert len((root / "slate" / "metrics.jsonl").read_text().splitlines()) == 2  # trainer.steps=2 in --quick
