@@ -15,6 +15,7 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -31,6 +32,9 @@ from transformers import (
 from slate.errors import PolicyError
 from slate.rollout.actions import TAGS
 from slate.rollout.prompt import build_prompt
+
+if TYPE_CHECKING:
+    from slate.config import ModelConfig, TinyModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +121,7 @@ def check_tags(tokenizer: PreTrainedTokenizerBase, name: str) -> None:
                           "tokenizer with slate.rollout.policy.train_tiny_tokenizer, or use source=hf.")
 
 
-def build_tiny_policy(texts: list[str], tiny_config, seed: int = 0) -> Policy:
+def build_tiny_policy(texts: list[str], tiny_config: TinyModelConfig, seed: int = 0) -> Policy:
     """A randomly initialised tiny policy and a tokenizer trained on ``texts`` (the world's corpus and questions)."""
     tokenizer = train_tiny_tokenizer(texts, tiny_config.vocab_size)
     config_cls = LlamaConfig if tiny_config.architecture == "llama" else Qwen2Config
@@ -175,7 +179,7 @@ def _ensure_pad(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> N
         model.config.pad_token_id = tokenizer.pad_token_id
 
 
-def load_policy(model_config, path: str | Path | None = None) -> Policy:
+def load_policy(model_config: ModelConfig, path: str | Path | None = None) -> Policy:
     """The factory: ``path`` (a checkpoint) wins; otherwise ``model_config.source`` decides. A checkpoint of the
     tiny policy must carry its single-token tags (the stop logic and the cheap masks rely on them)."""
     if path is not None:

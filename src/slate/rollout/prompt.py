@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from slate.errors import ConfigError
+
 DEFAULT_TEMPLATE = (
     "Answer the question by reasoning step by step and searching when you need facts. "
     "In every step, first reason inside <think> and </think>. Then either search the knowledge base by writing "
@@ -14,8 +16,6 @@ DEFAULT_TEMPLATE = (
 def build_prompt(question: str, template: str = DEFAULT_TEMPLATE) -> str:
     """Fill the template; it must contain ``{question}`` exactly once."""
     if template.count("{question}") != 1:
-        from slate.errors import ConfigError
-
         raise ConfigError("rollout.prompt_template must contain the placeholder {question} exactly once; "
                           f"got {template.count('{question}')}.")
     return template.replace("{question}", question.strip())

@@ -39,18 +39,17 @@ def _cache_of(output) -> object:
     return output["cache"] if "cache" in output else output["past_key_values"]
 
 
-def _logprobs_from_hidden(model: PreTrainedModel, hidden: torch.Tensor, targets: torch.Tensor, predicts: torch.Tensor,
-                          temperature: float, with_entropy: bool, shape: torch.Size) -> TokenLogprobs:
-    """hidden: (B, L, H) where hidden[:, t] predicts targets[:, t]; only positions with ``predicts`` are computed."""
-    logits = model.get_output_embeddings()(hidden[predicts])  # (M, V), M = trained tokens
+def _scatter_logprobs(logits: torch.Tensor, targets: torch.Tensor, where: torch.Tensor, temperature: float,
+                      with_entropy: bool) -> TokenLogprobs:
+    """logits (M, V) predict targets (M,) at the M True positions of ``where`` (B, L); other positions get 0."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    picked = logp.gather(-1, targets[predicts][:, None]).squeeze(-1)  # (M,)
-    out = torch.zeros(shape, dtype=picked.dtype, device=picked.device)
-    out[predicts] = picked
+    picked = logp.gather(-1, targets[:, None]).squeeze(-1)  # (M,)
+    out = torch.zeros(where.shape, dtype=picked.dtype, device=picked.device)
+    out[where] = picked
     entropy = None
     if with_entropy:
         entropy = torch.zeros_like(out)
-        entropy[predicts] = -(logp.exp() * logp).sum(-1).detach()
+        entropy[where] = -(logp.exp() * logp).sum(-1).detach()
     return TokenLogprobs(logprobs=out, entropy=entropy)
 
 
@@ -76,32 +75,24 @@ def grouped_token_logprobs(model: PreTrainedModel, prefix_ids: torch.Tensor, inp
     # the prefix's last state predicts the first continuation token; state t of the continuation predicts t + 1
     hidden = torch.cat([prefix_out.last_hidden_state[:, -1:].expand(k, -1, -1),
                         continuation.last_hidden_state[:, :-1]], dim=1)  # (k, C, H)
-    return _logprobs_from_hidden(model, hidden, input_ids, target_mask, temperature, with_entropy, input_ids.shape)
+    logits = model.get_output_embeddings()(hidden[target_mask])  # (M, V), M = trained tokens
+    return _scatter_logprobs(logits, input_ids[target_mask], target_mask, temperature, with_entropy)
 
 
 def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    target_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False,
                    full_head: bool = False) -> TokenLogprobs:
     """log-probs under softmax(logits / temperature), the same distribution the rollout sampled from."""
+    predicts = target_mask[:, 1:]  # (B, L-1): the state at t-1 predicts token t
     if full_head:
-        logits_all = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # (B, L-1, V)
-        predicts = target_mask[:, 1:]  # (B, L-1): position t-1 predicts token t
-        logits = logits_all[predicts]
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][predicts]
     else:
         # Right padding under a causal mask: no real token ever attends to a pad, so the padding mask is redundant,
         # and leaving it out lets scaled_dot_product_attention take its fused causal kernel.
         right_padded = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
         hidden = model.get_decoder()(input_ids=input_ids,
                                      attention_mask=None if right_padded else attention_mask).last_hidden_state
-        predicts = target_mask[:, 1:]
         logits = model.get_output_embeddings()(hidden[:, :-1][predicts])  # (M, V), M = trained tokens
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    targets = input_ids[:, 1:][predicts]
-    picked = logp.gather(-1, targets[:, None]).squeeze(-1)  # (M,)
-    out = torch.zeros(input_ids.shape, dtype=picked.dtype, device=picked.device)
-    out[:, 1:][predicts] = picked
-    entropy = None
-    if with_entropy:
-        entropy = torch.zeros_like(out)
-        entropy[:, 1:][predicts] = -(logp.exp() * logp).sum(-1).detach()
-    return TokenLogprobs(logprobs=out, entropy=entropy)
+    where = torch.zeros_like(target_mask)
+    where[:, 1:] = predicts  # the first token has no prediction
+    return _scatter_logprobs(logits, input_ids[:, 1:][predicts], where, temperature, with_entropy)
