@@ -142,7 +142,11 @@ class SFTConfig(_Strict):
                                                        "length).")
     max_demos: int | None = Field(None, ge=1, description="Use at most this many train questions.")
     seed: int = Field(0, description="Seed for demonstrations, init and order.")
-    time_limit_s: float | None = Field(None, gt=0, description="Stop early after this wall-clock time.")
+    time_limit_s: float | None = Field(None, gt=0, description="Wall-clock budget of the optimisation loop: the "
+                                                               "cosine decay follows elapsed time or steps, "
+                                                               "whichever is further, and ends at 0 in time.")
+    bf16_autocast: bool = Field(False, description="Run forward passes under bfloat16 autocast (weights and "
+                                                   "optimizer stay float32).")
     vague_query_rate: float = Field(0.15, ge=0, le=1, description="Demo imperfection: a vague query (a name's "
                                                                    "first word, or the relation alone).")
     wrong_entity_rate: float = Field(0.1, ge=0, le=1, description="Demo imperfection: a look-alike entity queried.")

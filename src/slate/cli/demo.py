@@ -25,6 +25,8 @@ from slate.trainer.loop import Trainer
 from slate.trainer.sft import train_sft
 from slate.world.build import build_world, write_world
 
+# The demo's SLATE stage: fewer RL steps than the preset, so the whole demo fits in 15 minutes on 2 cores.
+DEMO_RL = ["trainer.steps=10"]
 QUICK = [  # `--quick`: the same stages on the tiny world with a tiny model and a few steps (about 2 minutes)
     "world.size=tiny", "model.tiny.hidden_size=64", "model.tiny.num_layers=2", "model.tiny.intermediate_size=128",
     "sft.epochs=1", "sft.max_demos=80", "trainer.steps=2", "trainer.questions_per_step=4", "rollout.max_step_tokens=24",
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     start = time.perf_counter()
     try:
-        extra = [f"world.dir={root / 'world'}", *(QUICK if quick else [])]
+        extra = [f"world.dir={root / 'world'}", *(QUICK if quick else DEMO_RL)]
         sft_config = load_config("configs/tiny.yaml", [o for o in extra if not o.startswith("trainer.")])
         slate_config = load_config("configs/slate-tiny.yaml", [o for o in extra if not o.startswith(("sft.",
                                                                                                      "model."))])
@@ -84,8 +86,10 @@ def main(argv: list[str] | None = None) -> None:
         sft_dir = root / "sft"
         if not (sft_dir / "config.json").is_file():
             console.print("[bold]Warm-start[/]: SFT on scripted demonstrations (imperfect on purpose)…")
+            stage = time.perf_counter()
             train_sft(sft_config, read_qa_jsonl(world_dir / "train.jsonl"), retriever, world_dir, sft_dir)
             save_config(sft_config, sft_dir / "slate_config.yaml")
+            out.print(f"SFT finished in {time.perf_counter() - stage:.0f} s")
         before = dev_eval(sft_dir, sft_config, retriever, world_dir, root / "eval_sft.json", dev_questions)
         print_eval_table(before, f"SFT warm-start, {dev_questions} dev questions (greedy)")
 
@@ -95,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
                           f"{slate_config.rollout.group_size}, oracle judge…")
             trainer = Trainer(slate_config, read_qa_jsonl(world_dir / "train.jsonl"), retriever, sft_dir, slate_dir,
                               world_dir)
+            stage = time.perf_counter()
             trainer.train(resume=True)
+            out.print(f"SLATE finished in {time.perf_counter() - stage:.0f} s")
         after = dev_eval(slate_dir / "policy", slate_config, retriever, world_dir, root / "eval_slate.json",
                          dev_questions)
         print_eval_table(after, f"After SLATE, {dev_questions} dev questions (greedy)")

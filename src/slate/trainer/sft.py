@@ -63,11 +63,20 @@ def length_batches(lengths: list[int], batch_tokens: int, rng: random.Random) ->
     return batches
 
 
-def cosine_lr(step: int, total: int, warmup: int, peak: float) -> float:
+def cosine_lr(step: int, progress: float, warmup: int, peak: float) -> float:
+    """Linear warm-up over the first ``warmup`` steps, then cosine decay from ``peak`` to 0 as ``progress`` goes 0 → 1."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+
+
+def run_progress(step: int, total_steps: int, warmup: int, elapsed_s: float, time_limit_s: float | None) -> float:
+    """How far the run is after warm-up, by steps or — when a time budget is set — by wall-clock, whichever is
+    further: a run that meets its time limit first still ends with its learning rate decayed to 0 instead of being
+    cut at full learning rate."""
+    by_steps = (step - warmup) / max(1, total_steps - warmup)
+    by_time = elapsed_s / time_limit_s if time_limit_s else 0.0
+    return max(by_steps, by_time)
 
 
 def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retriever, world_dir: Path,
@@ -99,17 +108,20 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=0.01, betas=(0.9, 0.95))
     start = time.perf_counter()
-    step = 0
-    while step < total_steps:
+    step, done = 0, False
+    while not done:
         for batch in epoch_batches:
-            if step >= total_steps:
+            progress = run_progress(step, total_steps, sft.warmup_steps, time.perf_counter() - start, sft.time_limit_s)
+            if step >= total_steps or progress >= 1.0:
+                done = True
                 break
             for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, total_steps, sft.warmup_steps, sft.lr)
+                group["lr"] = cosine_lr(step, progress, sft.warmup_steps, sft.lr)
             input_ids, attention_mask, target_mask = pad_batch([sequences[i] for i in batch],
                                                                [masks[i] for i in batch], policy.pad_token_id)
             input_ids, attention_mask, target_mask = (t.to(device) for t in (input_ids, attention_mask, target_mask))
-            out = token_logprobs(model, input_ids, attention_mask, target_mask)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=sft.bf16_autocast):
+                out = token_logprobs(model, input_ids, attention_mask, target_mask)
             loss = -out.logprobs.sum() / target_mask.sum().clamp(min=1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -118,11 +130,10 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
             step += 1
             if on_step is not None:
                 on_step(step, total_steps, loss.item())
-            if sft.time_limit_s is not None and time.perf_counter() - start > sft.time_limit_s:
-                logger.warning("SFT stopped at its time limit after %d/%d steps", step, total_steps)
-                total_steps = step
-                break
         epoch_batches = length_batches([len(s) for s in sequences], sft.batch_tokens, rng)
+    if step < total_steps:
+        logger.info("SFT reached its time limit (%.0f s) after %d of %d steps; the learning rate had decayed to 0",
+                    sft.time_limit_s, step, total_steps)
     model.eval()
     policy.save(out_dir)
     return policy

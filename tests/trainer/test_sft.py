@@ -1,0 +1,98 @@
+"""SFT warm-start: batching, learning-rate schedule, loss mask of the demonstrations, and that training lowers the loss
+(in float32 and under bfloat16 autocast)."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from slate.config import load_config
+from slate.data.records import read_qa_jsonl
+from slate.retrieval.bm25 import Bm25Retriever
+from slate.rollout.actions import INFO_OPEN
+from slate.trainer.sft import cosine_lr, demonstration_episodes, length_batches, run_progress, train_sft
+from slate.world.demonstrations import MistakeRates, ScriptedSearcher
+
+TINY = ["model.tiny.hidden_size=32", "model.tiny.num_layers=1", "model.tiny.num_heads=2",
+        "model.tiny.intermediate_size=64", "sft.max_demos=40", "sft.batch_tokens=4096", "rollout.max_step_tokens=16"]
+
+
+def test_length_batches_cover_every_index_once_within_the_padded_budget() -> None:
+    lengths = [5, 100, 7, 60, 61, 3, 200, 8]
+    batches = length_batches(lengths, batch_tokens=130, rng=random.Random(0))
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    for batch in batches:
+        # rows × longest row: padded size; a single over-long sequence still gets its own batch
+        assert len(batch) * max(lengths[i] for i in batch) <= 130 or len(batch) == 1
+    assert [200] in [[lengths[i] for i in b] for b in batches]
+    # sorted by length before cutting: 3, 5, 7, 8 share a batch (4 × 8 = 32 tokens), 60 and 61 another (2 × 61)
+    assert sorted([lengths[i] for i in batches[[3 in [lengths[i] for i in b] for b in batches].index(True)]]) == \
+        [3, 5, 7, 8]
+
+
+def test_cosine_lr_by_hand() -> None:
+    assert cosine_lr(0, progress=0.0, warmup=10, peak=1.0) == pytest.approx(0.1)  # warm-up: (0 + 1) / 10
+    assert cosine_lr(9, progress=0.0, warmup=10, peak=1.0) == pytest.approx(1.0)
+    assert cosine_lr(10, progress=0.0, warmup=10, peak=1.0) == pytest.approx(1.0)
+    assert cosine_lr(60, progress=0.5, warmup=10, peak=2.0) == pytest.approx(1.0)  # 2 × (1 + cos π/2) / 2
+    assert cosine_lr(35, progress=0.25, warmup=10, peak=1.0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert cosine_lr(500, progress=1.7, warmup=10, peak=1.0) == pytest.approx(0.0)  # past the end: stays at 0
+
+
+def test_run_progress_follows_steps_or_the_clock_whichever_is_further() -> None:
+    assert run_progress(60, total_steps=110, warmup=10, elapsed_s=5.0, time_limit_s=None) == pytest.approx(0.5)
+    assert run_progress(60, total_steps=110, warmup=10, elapsed_s=5.0, time_limit_s=100.0) == pytest.approx(0.5)
+    assert run_progress(60, total_steps=110, warmup=10, elapsed_s=80.0, time_limit_s=100.0) == pytest.approx(0.8)
+
+
+def test_a_time_limit_ends_the_run_with_the_learning_rate_decayed(tiny_setup, tiny_world: Path,
+                                                                   tmp_path: Path) -> None:
+    config, retriever, train = tiny_setup
+    sft = config.sft.model_copy(update={"epochs": 1000, "time_limit_s": 3.0, "warmup_steps": 0})
+    steps: list[int] = []
+    start = time.perf_counter()
+    train_sft(config.model_copy(update={"sft": sft}), train, retriever, tiny_world, tmp_path / "policy",
+              on_step=lambda step, total, loss: steps.append(total))
+    # the clock, not the 1000 epochs, ended it: a few seconds of steps (plus demos and the save) out of far more
+    assert 0 < len(steps) < steps[0] and time.perf_counter() - start < 60
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tiny_world: Path):
+    config = load_config("configs/tiny.yaml", [f"world.dir={tiny_world}", *TINY])
+    retriever = Bm25Retriever.from_corpus_cached(tiny_world / "corpus.jsonl", tiny_world / "bm25_index")
+    return config, retriever, read_qa_jsonl(tiny_world / "train.jsonl")
+
+
+def test_demonstrations_train_only_policy_tokens(tiny_setup, tiny_world: Path, tmp_path: Path) -> None:
+    config, retriever, train = tiny_setup
+    policy = train_sft(config.model_copy(update={"sft": config.sft.model_copy(update={"epochs": 0.01})}),
+                       train, retriever, tiny_world, tmp_path / "policy")
+    searcher = ScriptedSearcher(tiny_world, retriever, MistakeRates(0, 0, 0, 0), config.rollout.max_steps,
+                                config.retrieval.top_k, seed=0)
+    episodes = demonstration_episodes(policy, searcher, train[:10], config)
+    info_open = policy.encode(INFO_OPEN)[0]
+    for episode in episodes:
+        ids, mask = episode.token_ids(), episode.loss_mask()
+        assert len(ids) == len(mask)
+        assert not any(mask[: len(episode.prompt_ids)])  # the prompt never trains
+        trained = [t for t, m in zip(ids, mask, strict=True) if m]
+        assert sum(len(step.token_ids) for step in episode.steps) == len(trained)  # exactly the steps' own tokens
+        assert info_open not in trained  # retrieved passages never train
+        assert policy.decode(trained).count("<answer>") == 1
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_sft_lowers_the_policy_token_loss(tiny_setup, tiny_world: Path, tmp_path: Path, bf16: bool) -> None:
+    config, retriever, train = tiny_setup
+    sft = config.sft.model_copy(update={"epochs": 6, "lr": 1e-2, "warmup_steps": 2, "bf16_autocast": bf16})
+    losses: list[float] = []
+    train_sft(config.model_copy(update={"sft": sft}), train, retriever, tiny_world, tmp_path / "policy",
+              on_step=lambda step, total, loss: losses.append(loss))
+    assert len(losses) >= 8 and all(math.isfinite(x) for x in losses)
+    assert sum(losses[-2:]) / 2 < 0.75 * sum(losses[:2]) / 2
+    assert (tmp_path / "policy" / "config.json").is_file()
