@@ -64,7 +64,7 @@ def length_batches(lengths: list[int], batch_tokens: int, rng: random.Random) ->
 
 
 def cosine_lr(step: int, progress: float, warmup: int, peak: float) -> float:
-    """Linear warm-up over the first ``warmup`` steps, then cosine decay from ``peak`` to 0 as ``progress`` goes 0 → 1."""
+    """Linear warm-up over the first ``warmup`` steps, then cosine decay from ``peak`` to 0 as ``progress`` goes 0-1."""
     if step < warmup:
         return peak * (step + 1) / warmup
     return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
