@@ -98,6 +98,9 @@ class AlgorithmConfig(_Strict):
     clip_eps: float = Field(0.2, gt=0, description="ε: PPO clip range of the importance ratio. Paper: 0.2.")
     kl_coef: float = Field(0.001, ge=0, description="β: weight of the k3 KL to the frozen reference. Paper: 0.001.")
     adv_eps: float = Field(1e-6, gt=0, description="eps in A = (r − mean)/(std + eps).")
+    adv_std_floor: float = Field(0.0, ge=0, description="A = (r − mean)/(max(std, floor) + eps). 0 is the paper's "
+                                                        "formula; a floor keeps near-ties (siblings that differ only "
+                                                        "by the early-answer bonus) from getting ±1 advantages.")
     selection_temperature: float = Field(0.7, gt=0, description="η: SLATE extends the prefix with a candidate "
                                                                 "drawn from softmax(A / η). Paper: 0.7.")
     greedy_selection: bool = Field(False, description="SLATE: extend with the best candidate instead of sampling.")
@@ -138,6 +141,8 @@ class SFTConfig(_Strict):
     epochs: float = Field(6.0, gt=0, description="Passes over the demonstrations.")
     lr: float = Field(3e-3, gt=0, description="Peak AdamW learning rate (cosine decay after warm-up).")
     warmup_steps: int = Field(50, ge=0, description="Linear warm-up steps.")
+    decay_fraction: float = Field(1.0, gt=0, le=1, description="Share of the run (after warm-up) over which the "
+                                                               "cosine decays; before it the rate stays at its peak.")
     batch_tokens: int = Field(4096, ge=64, description="Padded tokens per optimizer step (batches of similar "
                                                        "length).")
     max_demos: int | None = Field(None, ge=1, description="Use at most this many train questions.")

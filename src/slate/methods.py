@@ -46,12 +46,13 @@ def build_sampler(config: RunConfig, engine: RolloutEngine, corpus: list[Passage
         reward = judged_reward(config, judge)
     elif method == "slate":
         return TruncatedStepSampler(engine, judged_reward(config, judge), k, config.algorithm.selection_temperature,
-                                    config.algorithm.greedy_selection, config.algorithm.adv_eps, config.trainer.seed)
+                                    config.algorithm.greedy_selection, config.algorithm.adv_eps, config.trainer.seed,
+                                    config.algorithm.adv_std_floor)
     elif method == "slate_em":
         return TruncatedStepSampler(engine, ExactMatchStepReward(config.reward.score_forced_answer), k,
                                     config.algorithm.selection_temperature, config.algorithm.greedy_selection,
-                                    config.algorithm.adv_eps, config.trainer.seed)
+                                    config.algorithm.adv_eps, config.trainer.seed, config.algorithm.adv_std_floor)
     else:
         raise ConfigError(f"trainer.method={method!r} is not an RL method; choose searchr1, stepsearch, slate, "
                           "slate_full or slate_em.")
-    return FullTrajectorySampler(engine, reward, k, config.algorithm.adv_eps)
+    return FullTrajectorySampler(engine, reward, k, config.algorithm.adv_eps, config.algorithm.adv_std_floor)

@@ -23,6 +23,26 @@ def test_group_advantages_slate_rewards_by_hand() -> None:
     torch.testing.assert_close(adv, expected, atol=1e-5, rtol=0)
 
 
+def test_std_floor_keeps_bonus_only_ties_small_by_hand() -> None:
+    # Four siblings search (think 0 + query -1 = -1), one answers wrongly at t = 1 of B = 5 (0 - 1 + 0.1 * 4/5 =
+    # -0.92). mean = -0.984; deviations [-0.016 x4, 0.064]; unbiased std = sqrt((4 * 0.000256 + 0.004096) / 4)
+    # = sqrt(0.00128) = 0.035777. Paper formula: the answerer gets 0.064 / 0.035777 = 1.789, a full-strength push.
+    rewards = torch.tensor([[-1.0, -1.0, -1.0, -1.0, -0.92]])
+    adv = group_advantages(rewards)
+    torch.testing.assert_close(adv[0, 4], torch.tensor(0.064 / math.sqrt(0.00128)), atol=1e-3, rtol=0)
+    # floor 0.5: the same tie gives 0.064 / 0.5 = 0.128 and -0.016 / 0.5 = -0.032
+    floored = group_advantages(rewards, std_floor=0.5)
+    torch.testing.assert_close(floored, torch.tensor([[-0.032, -0.032, -0.032, -0.032, 0.128]]), atol=1e-4, rtol=0)
+    # a real disagreement (std 1.14 > 0.5) is untouched by the floor
+    spread = torch.tensor([[2.0, 0.0, -1.0, 1.0, 0.0]])
+    torch.testing.assert_close(group_advantages(spread, std_floor=0.5), group_advantages(spread))
+    # process advantages honour the floor too: outcomes [1, 0, 0, 0, 0] have mean 0.2 and std 0.4472 < 0.5, so
+    # A = (1 - 0.2) / 0.5 = 1.6 and (0 - 0.2) / 0.5 = -0.4 (instead of 1.789 and -0.447)
+    outcomes = torch.tensor([[1.0], [0.0], [0.0], [0.0], [0.0]])
+    process = process_advantages(outcomes, torch.ones(5, 1, dtype=torch.bool), std_floor=0.5)
+    torch.testing.assert_close(process[:, 0], torch.tensor([1.6, -0.4, -0.4, -0.4, -0.4]), atol=1e-5, rtol=0)
+
+
 def test_group_advantages_permute_with_members() -> None:
     rewards = torch.tensor([[0.3, -1.0, 2.0, 0.0, 0.5]])
     perm = torch.tensor([4, 2, 0, 1, 3])

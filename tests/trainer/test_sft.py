@@ -41,6 +41,10 @@ def test_cosine_lr_by_hand() -> None:
     assert cosine_lr(60, progress=0.5, warmup=10, peak=2.0) == pytest.approx(1.0)  # 2 × (1 + cos π/2) / 2
     assert cosine_lr(35, progress=0.25, warmup=10, peak=1.0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
     assert cosine_lr(500, progress=1.7, warmup=10, peak=1.0) == pytest.approx(0.0)  # past the end: stays at 0
+    # decay over the last 40%: the peak holds until progress 0.6, halves at 0.8 (the decay's midpoint)
+    assert cosine_lr(50, progress=0.55, warmup=10, peak=1.0, decay_fraction=0.4) == pytest.approx(1.0)
+    assert cosine_lr(50, progress=0.8, warmup=10, peak=1.0, decay_fraction=0.4) == pytest.approx(0.5)
+    assert cosine_lr(50, progress=1.0, warmup=10, peak=1.0, decay_fraction=0.4) == pytest.approx(0.0)
 
 
 def test_run_progress_follows_steps_or_the_clock_whichever_is_further() -> None:

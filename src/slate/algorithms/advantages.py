@@ -15,25 +15,29 @@ from __future__ import annotations
 import torch
 
 
-def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """A[g, i] = (r[g, i] − mean_g r) / (std_g r + eps), normalised among the k members of group g.
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-6, std_floor: float = 0.0) -> torch.Tensor:
+    """A[g, i] = (r[g, i] − mean_g r) / (max(std_g r, std_floor) + eps), normalised among the k members of group g.
 
     rewards: (G, k). Returns (G, k). std is unbiased (k − 1), as torch.std. A group whose rewards are all equal gets
-    A = 0: no signal, and no NaN.
+    A = 0: no signal, and no NaN. ``std_floor`` = 0 is the paper's formula. A positive floor stops near-ties from
+    being blown up: with ternary judge scores, siblings that tie on every score and differ only by the early-answer
+    bonus λ(B − t)/B (a few hundredths) would otherwise get advantages of about ±1 — a full-strength push towards
+    answering early that no judge asked for.
     """
     if rewards.ndim != 2 or rewards.shape[1] < 2:
         raise ValueError(f"group_advantages: rewards must be (groups, k >= 2), got {tuple(rewards.shape)}; a group "
                          "of one has no baseline. Check rollout.group_size.")
     mean = rewards.mean(dim=1, keepdim=True)
-    return (rewards - mean) / (rewards.std(dim=1, keepdim=True) + eps)
+    return (rewards - mean) / (rewards.std(dim=1, keepdim=True).clamp(min=std_floor) + eps)
 
 
-def process_advantages(rewards: torch.Tensor, has_reward: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def process_advantages(rewards: torch.Tensor, has_reward: torch.Tensor, eps: float = 1e-6,
+                       std_floor: float = 0.0) -> torch.Tensor:
     """Return-to-go of group-normalised step rewards, for one group of k trajectories.
 
     rewards: (k, S), step rewards (any value where ``has_reward`` is False is ignored). has_reward: (k, S) bool.
     Returns (k, S): A[i, j] = Σ_{s ≥ j, has_reward[i, s]} (r[i, s] − μ) / (σ + eps), with μ, σ the mean and unbiased
-    std of all rewarded steps of the group. With a single rewarded step per trajectory (an outcome reward on the
+    std of all rewarded steps of the group (σ at least ``std_floor``, as in ``group_advantages``). With a single rewarded step per trajectory (an outcome reward on the
     last step) this is exactly ``group_advantages`` of the outcomes, broadcast to every step.
     """
     if rewards.shape != has_reward.shape or rewards.ndim != 2:
@@ -42,7 +46,7 @@ def process_advantages(rewards: torch.Tensor, has_reward: torch.Tensor, eps: flo
     present = rewards[has_reward]
     if present.numel() < 2:
         return torch.zeros_like(rewards)
-    normalised = torch.where(has_reward, (rewards - present.mean()) / (present.std() + eps), 0.0)
+    normalised = torch.where(has_reward, (rewards - present.mean()) / (present.std().clamp(min=std_floor) + eps), 0.0)
     return normalised.flip(-1).cumsum(-1).flip(-1)  # suffix sums: steps >= j
 
 

@@ -29,6 +29,8 @@ def setup_logging(verbose: bool = False) -> None:
     transformers.utils.logging.set_verbosity_error()
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=console, show_path=False)], force=True)
+    if not verbose:
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets its own logger to DEBUG on index loads
 
 
 def fail(error: Exception) -> None:

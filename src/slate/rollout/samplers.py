@@ -60,11 +60,13 @@ class Sampler(Protocol):
 
 
 class FullTrajectorySampler:
-    def __init__(self, engine: RolloutEngine, reward: RewardStrategy, group_size: int, adv_eps: float = 1e-6) -> None:
+    def __init__(self, engine: RolloutEngine, reward: RewardStrategy, group_size: int, adv_eps: float = 1e-6,
+                 adv_std_floor: float = 0.0) -> None:
         self.engine = engine
         self.reward = reward
         self.group_size = group_size
         self.adv_eps = adv_eps
+        self.adv_std_floor = adv_std_floor
 
     def sample(self, records: list[QARecord]) -> SampledBatch:
         k = self.group_size
@@ -83,7 +85,7 @@ class FullTrajectorySampler:
                         rewards[i, j], has_reward[i, j] = step.reward, True
             present = rewards[has_reward]
             degenerate += int(present.numel() == 0 or bool((present == present[0]).all()))
-            step_advantages = process_advantages(rewards, has_reward, self.adv_eps)  # (k, S)
+            step_advantages = process_advantages(rewards, has_reward, self.adv_eps, self.adv_std_floor)  # (k, S)
             for i, episode in enumerate(group):
                 mask = episode.loss_mask()
                 per_token = [float(step_advantages[i, s]) if m and s >= 0 else 0.0
@@ -95,13 +97,15 @@ class FullTrajectorySampler:
 
 class TruncatedStepSampler:
     def __init__(self, engine: RolloutEngine, reward: StepReward, group_size: int, selection_temperature: float,
-                 greedy_selection: bool = False, adv_eps: float = 1e-6, seed: int = 0) -> None:
+                 greedy_selection: bool = False, adv_eps: float = 1e-6, seed: int = 0,
+                 adv_std_floor: float = 0.0) -> None:
         self.engine = engine
         self.reward = reward
         self.group_size = group_size
         self.selection_temperature = selection_temperature
         self.greedy_selection = greedy_selection
         self.adv_eps = adv_eps
+        self.adv_std_floor = adv_std_floor
         self.generator = torch.Generator().manual_seed(seed)
 
     def choose(self, advantages: torch.Tensor) -> int:
@@ -133,7 +137,7 @@ class TruncatedStepSampler:
                 counters["groups/scored"] += 1
                 reward_tensor = torch.tensor(group_rewards, dtype=torch.float32)
                 counters["groups/zero_signal"] += int(bool((reward_tensor == reward_tensor[0]).all()))
-                advantages = group_advantages(reward_tensor[None], self.adv_eps)[0]
+                advantages = group_advantages(reward_tensor[None], self.adv_eps, self.adv_std_floor)[0]
                 episode = group[0].episode
                 prefix = episode.token_ids()
                 for index, candidate in enumerate(group):

@@ -63,11 +63,13 @@ def length_batches(lengths: list[int], batch_tokens: int, rng: random.Random) ->
     return batches
 
 
-def cosine_lr(step: int, progress: float, warmup: int, peak: float) -> float:
-    """Linear warm-up over the first ``warmup`` steps, then cosine decay from ``peak`` to 0 as ``progress`` goes 0-1."""
+def cosine_lr(step: int, progress: float, warmup: int, peak: float, decay_fraction: float = 1.0) -> float:
+    """Linear warm-up over the first ``warmup`` steps; then ``peak`` until ``progress`` reaches 1 - decay_fraction,
+    and a cosine decay to 0 over the rest (``decay_fraction`` = 1: a plain cosine from the end of warm-up)."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+    decay_progress = (progress - (1.0 - decay_fraction)) / decay_fraction
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, decay_progress))))
 
 
 def run_progress(step: int, total_steps: int, warmup: int, elapsed_s: float, time_limit_s: float | None) -> float:
@@ -116,7 +118,7 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
                 done = True
                 break
             for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, progress, sft.warmup_steps, sft.lr)
+                group["lr"] = cosine_lr(step, progress, sft.warmup_steps, sft.lr, sft.decay_fraction)
             input_ids, attention_mask, target_mask = pad_batch([sequences[i] for i in batch],
                                                                [masks[i] for i in batch], policy.pad_token_id)
             input_ids, attention_mask, target_mask = (t.to(device) for t in (input_ids, attention_mask, target_mask))
