@@ -5,7 +5,8 @@ Trains every arm with the same start, retriever, token budget and evaluation, an
 ``results/compare_curves.png`` (dev EM against policy tokens).
 
 Arms: searchr1, stepsearch, slate, slate_full (judge rewards over k full trajectories: no truncation), slate_em
-(truncation with an exact-match answer reward only), slate with oracle noise 0.1 and 0.3, and continued SFT for the
+(truncation with an exact-match answer reward only), slate with oracle noise 0.1 and 0.3, slate_std_floor (the
+advantage's std floored at 0.5: no blown-up near-ties), and continued SFT for the
 mean wall-clock time of the RL arms (the honest control). ``--sizes`` adds SLATE vs Search-R1 from a second SFT
 checkpoint of another policy size.
 
@@ -45,6 +46,8 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "slate_em": ("configs/slate-tiny.yaml", ["trainer.method=slate_em"]),
     "slate_noise0.1": ("configs/slate-tiny.yaml", ["judge.noise=0.1"]),
     "slate_noise0.3": ("configs/slate-tiny.yaml", ["judge.noise=0.3"]),
+    # the paper's advantage with its std floored at half a judge point (see algorithm.adv_std_floor)
+    "slate_std_floor": ("configs/slate-tiny.yaml", ["algorithm.adv_std_floor=0.5"]),
 }
 T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -141,7 +144,7 @@ def main() -> None:
     parser.add_argument("--world", type=Path, default=Path("runs/world"))
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--arms", nargs="+", default=[*ARMS, "continued_sft"])
+    parser.add_argument("--arms", nargs="+", default=[*ARMS, "continued_sft"], choices=[*ARMS, "continued_sft"])
     parser.add_argument("--token-budget", type=int, default=400_000)
     parser.add_argument("--test-questions", type=int, default=800)
     parser.add_argument("--dev-questions", type=int, default=100)
