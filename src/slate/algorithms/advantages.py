@@ -37,8 +37,9 @@ def process_advantages(rewards: torch.Tensor, has_reward: torch.Tensor, eps: flo
 
     rewards: (k, S), step rewards (any value where ``has_reward`` is False is ignored). has_reward: (k, S) bool.
     Returns (k, S): A[i, j] = Σ_{s ≥ j, has_reward[i, s]} (r[i, s] − μ) / (σ + eps), with μ, σ the mean and unbiased
-    std of all rewarded steps of the group (σ at least ``std_floor``, as in ``group_advantages``). With a single rewarded step per trajectory (an outcome reward on the
-    last step) this is exactly ``group_advantages`` of the outcomes, broadcast to every step.
+    std of all rewarded steps of the group (σ at least ``std_floor``, as in ``group_advantages``). With a single
+    rewarded step per trajectory (an outcome reward on the last step) this is exactly ``group_advantages`` of the
+    outcomes, broadcast to every step.
     """
     if rewards.shape != has_reward.shape or rewards.ndim != 2:
         raise ValueError(f"process_advantages: rewards {tuple(rewards.shape)} and has_reward "
