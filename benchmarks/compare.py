@@ -125,11 +125,12 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for arm in dict.fromkeys(r["arm"] for r in rows if r["curve"]):
-        for index, row in enumerate(r for r in rows if r["arm"] == arm):
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for arm_index, arm in enumerate(dict.fromkeys(r["arm"] for r in rows if r["curve"])):
+        for index, row in enumerate(r for r in rows if r["arm"] == arm):  # one colour per arm, a line per seed
             xs = [p["tokens"] for p in row["curve"]]
             ys = [p["em"] for p in row["curve"]]
-            ax.plot(xs, ys, label=arm if index == 0 else None, alpha=0.8)
+            ax.plot(xs, ys, label=arm if index == 0 else None, alpha=0.8, color=colors[arm_index % len(colors)])
     ax.set_xlabel("policy-generated tokens")
     ax.set_ylabel("dev EM (greedy)")
     ax.legend(fontsize=8)
