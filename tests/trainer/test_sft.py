@@ -12,6 +12,7 @@ import pytest
 
 from slate.config import load_config
 from slate.data.records import read_qa_jsonl
+from slate.errors import ConfigError
 from slate.retrieval.bm25 import Bm25Retriever
 from slate.rollout.actions import INFO_OPEN
 from slate.trainer.sft import cosine_lr, demonstration_episodes, length_batches, run_progress, train_sft
@@ -100,3 +101,9 @@ def test_sft_lowers_the_policy_token_loss(tiny_setup, tiny_world: Path, tmp_path
     assert len(losses) >= 8 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-2:]) / 2 < 0.75 * sum(losses[:2]) / 2
     assert (tmp_path / "policy" / "config.json").is_file()
+
+
+def test_no_training_questions_is_a_clear_error(tiny_setup, tiny_world: Path, tmp_path: Path) -> None:
+    config, retriever, _ = tiny_setup
+    with pytest.raises(ConfigError, match="no training questions"):
+        train_sft(config, [], retriever, tiny_world, tmp_path / "policy")

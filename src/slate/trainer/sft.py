@@ -18,6 +18,7 @@ import torch
 
 from slate.config import RunConfig
 from slate.data.records import QARecord, read_corpus
+from slate.errors import ConfigError
 from slate.retrieval.base import Retriever
 from slate.rollout.actions import parse_step
 from slate.rollout.engine import information_ids
@@ -93,6 +94,8 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
     else:
         policy = load_policy(config.model, init)
     records = train_records[: sft.max_demos] if sft.max_demos else train_records
+    if not records:
+        raise ConfigError("SFT: no training questions to demonstrate (empty train split, or sft.max_demos=0).")
     rates = MistakeRates(sft.vague_query_rate, sft.wrong_entity_rate, sft.skip_hop_rate, sft.early_answer_rate)
     searcher = ScriptedSearcher(world_dir, retriever, rates, config.rollout.max_steps, config.retrieval.top_k,
                                 seed=sft.seed)
