@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import statistics
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 from slate.config import load_config, save_config
 from slate.data.records import QARecord, read_qa_jsonl
 from slate.eval.evaluate import evaluate
+from slate.eval.tables import seed_table
 from slate.retrieval.bm25 import Bm25Retriever
 from slate.rollout.engine import RolloutEngine
 from slate.rollout.policy import load_hf_policy
@@ -49,17 +49,6 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     # the paper's advantage with its std floored at half a judge point (see algorithm.adv_std_floor)
     "slate_std_floor": ("configs/slate-tiny.yaml", ["algorithm.adv_std_floor=0.5"]),
 }
-T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-def mean_ci(values: list[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of a 95% t-interval (None for a single value)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, T_95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
-
-
 def evaluate_policy(policy_dir: Path, config, retriever, records: list[QARecord]) -> dict:
     engine = RolloutEngine(load_hf_policy(policy_dir), retriever, config.rollout, config.retrieval.top_k)
     result, _ = evaluate(engine, records)
@@ -99,23 +88,6 @@ def run_continued_sft(seed: int, wall_s: float, args: argparse.Namespace, retrie
     save_config(config, run_dir / "slate_config.yaml")
     return {"arm": "continued_sft", "seed": seed, "wall_s": time.perf_counter() - start, "policy_tokens": 0,
             "curve": [], "policy": str(run_dir)}
-
-
-def write_markdown(rows: list[dict], path: Path, header: str) -> None:
-    arms = list(dict.fromkeys(r["arm"] for r in rows))
-    lines = [header, "", "| arm | seeds | 1-hop | 2-hop | 3-hop | 4-hop | all | policy tokens | wall s |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for arm in arms:
-        mine = [r for r in rows if r["arm"] == arm]
-        cells = []
-        for key in ("1", "2", "3", "4", "all"):
-            values = [r["test"]["em"] if key == "all" else r["test"]["by_hops"][key]["em"] for r in mine]
-            mean, half = mean_ci(values)
-            cells.append(f"{mean:.3f}" + (f" ± {half:.3f}" if half is not None else ""))
-        tokens = statistics.fmean(r["policy_tokens"] for r in mine)
-        wall = statistics.fmean(r["wall_s"] for r in mine)
-        lines.append(f"| {arm} | {len(mine)} | " + " | ".join(cells) + f" | {tokens:,.0f} | {wall:.0f} |")
-    path.write_text("\n".join(lines) + "\n")
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
@@ -169,6 +141,7 @@ def main() -> None:
     rows: list[dict] = json.loads(raw_path.read_text()) if raw_path.is_file() else []
     done = {(r["arm"], r["seed"]) for r in rows}
     start_sft = evaluate_policy(args.sft, eval_config, retriever, test)
+    start_sizes = evaluate_policy(args.sizes, eval_config, retriever, test) if args.sizes else None
     for seed in args.seeds:
         for arm in [a for a in args.arms if a != "continued_sft"]:
             if (arm, seed) in done:
@@ -196,10 +169,13 @@ def main() -> None:
             raw_path.write_text(json.dumps(rows, indent=1))
     rows_with_start = [{"arm": "sft_start", "seed": 0, "wall_s": 0.0, "policy_tokens": 0, "curve": [],
                         "test": start_sft}, *rows]
+    if start_sizes is not None:
+        rows_with_start.insert(1, {"arm": f"sft_start@{args.sizes.name}", "seed": 0, "wall_s": 0.0,
+                                   "policy_tokens": 0, "curve": [], "test": start_sizes})
     header = (f"# Method comparison\n\nTest EM (greedy) on {len(test)} test questions, from `{args.sft}`, token "
               f"budget {args.token_budget:,} policy tokens per run, seeds {args.seeds}; mean ± 95% t-interval over "
               "seeds.")
-    write_markdown(rows_with_start, args.out / "compare.md", header)
+    (args.out / "compare.md").write_text(header + "\n\n" + seed_table(rows_with_start))
     plot_curves(rows, args.out / "compare_curves.png")
     print((args.out / "compare.md").read_text())
 

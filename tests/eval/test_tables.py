@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import math
+
 from slate.eval.evaluate import EpisodeScore, summarize
-from slate.eval.tables import format_markdown
+from slate.eval.tables import format_markdown, mean_ci, seed_table
 
 
 def test_markdown_table_by_value() -> None:
@@ -42,3 +44,28 @@ def test_summarize_and_table_agree_on_an_empty_split() -> None:
     assert format_markdown(empty, "none").splitlines()[-1] == "| overall | 0 | 0.000 | 0.000 | 0.000 | 0.00 |"
     one = summarize([EpisodeScore(em=1.0, f1=0.5, is_valid=False, searches=2)])
     assert format_markdown(one, "one").splitlines()[-1] == "| overall | 1 | 1.000 | 0.500 | 0.000 | 2.00 |"
+
+
+def test_mean_ci_is_a_t_interval_by_hand() -> None:
+    # [0.2, 0.3, 0.4]: mean 0.3, sample std 0.1, t(0.975, df=2) = 4.3027 -> half-width 4.3027 * 0.1 / sqrt(3) = 0.24842
+    mean, half = mean_ci([0.2, 0.3, 0.4])
+    assert math.isclose(mean, 0.3)
+    assert math.isclose(half, 0.24842, abs_tol=1e-5)
+    assert mean_ci([0.25]) == (0.25, None)
+
+
+def test_seed_table_by_value() -> None:
+    def run(arm: str, em: float, hops: list[float], tokens: int, wall: float) -> dict:
+        by_hops = {str(h + 1): {"em": v} for h, v in enumerate(hops)}
+        return {"arm": arm, "policy_tokens": tokens, "wall_s": wall, "test": {"em": em, "by_hops": by_hops}}
+
+    rows = [run("start", 0.25, [0.5, 0.25, 0.125, 0.0], 0, 0.0),
+            run("slate", 0.2, [0.6, 0.2, 0.0, 0.0], 1000, 10.0),
+            run("slate", 0.4, [0.8, 0.4, 0.2, 0.2], 3000, 20.0)]
+    # two seeds: t(0.975, df=1) = 12.706, std of [0.2, 0.4] = 0.1414 -> half-width 12.706 * 0.1414 / sqrt(2) = 1.2706
+    assert seed_table(rows).splitlines() == [
+        "| arm | seeds | 1-hop | 2-hop | 3-hop | 4-hop | all | policy tokens | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+        "| start | 1 | 0.500 | 0.250 | 0.125 | 0.000 | 0.250 | 0 | 0 |",
+        "| slate | 2 | 0.700 ± 1.271 | 0.300 ± 1.271 | 0.100 ± 1.271 | 0.100 ± 1.271 | 0.300 ± 1.271 | 2,000 | 15 |",
+    ]
