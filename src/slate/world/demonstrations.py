@@ -8,6 +8,11 @@ nothing to show. So some demonstrations go wrong the way weak searchers do, each
 - early answer: the demonstrator answers with what it knows before the last hop.
 The policy learns the format from all of them and the right behaviour from most, and keeps the headroom.
 
+Each think before a search ends with the hops still to go, counted down from the question's plan ("(2 hops to go)",
+then "(last hop)"). Without it, whether to answer after a search is decided by re-reading the question across every
+retrieved passage, and a small policy learnt that in some seeds and not in others (dev EM 0.46 vs 0.14 from the same
+10-minute recipe); with it, the count is read once from the question and then only copied down from the last think.
+
 Demonstrations are ``Episode`` objects tokenised exactly as rollouts are (prompt, sampled-step tokens, environment
 tokens), so SFT trains on the same token layout the policy later samples in.
 """
@@ -48,6 +53,11 @@ def _question(relation: str, subject: str) -> str:
 
 def _mention(name: str, entity_type: str) -> str:
     return f"the {name}" if entity_type == "river" else name
+
+
+def hops_to_go(remaining: int) -> str:
+    """The countdown said at the end of a search step's think: how many hops are left, this one included."""
+    return "(last hop)" if remaining == 1 else f"({remaining} hops to go)"
 
 
 def _sentence(text: str) -> str:
@@ -104,7 +114,8 @@ class ScriptedSearcher:
             spare = self.max_steps - (len(chain) - index) - len(steps)  # steps left beyond the plan
             entity_type = self._type_of(subject)
             mention = _mention(subject, entity_type)
-            need = f"{known}I need {_noun_phrase(hop.relation, mention)}."
+            to_go = hops_to_go(len(chain) - index)
+            need = f"{known}I need {_noun_phrase(hop.relation, mention)} {to_go}."
             roll = self.rng.random()
             if index > 0 and roll < self.rates.early_answer / max(1, len(chain) - 1):
                 steps.append(self._answer(f"{known}So the answer is {subject}.", subject))
@@ -120,12 +131,12 @@ class ScriptedSearcher:
             if spare > 0 and roll < self.rates.vague_query:
                 vague = subject.split()[0] if self.rng.random() < 0.5 else hop.relation.replace("_", " ")
                 steps.append(self._search(need, vague))
-                need = f"That did not help. I need {_noun_phrase(hop.relation, mention)}."
+                need = f"That did not help. I need {_noun_phrase(hop.relation, mention)} {to_go}."
             roll = self.rng.random()
             twin = self._look_alike(subject) if roll < self.rates.wrong_entity else None
             if twin is not None and hop.relation in twin["relations"]:
                 twin_mention = _mention(twin["name"], twin["type"])
-                steps.append(self._search(f"{known}I need {_noun_phrase(hop.relation, twin_mention)}.",
+                steps.append(self._search(f"{known}I need {_noun_phrase(hop.relation, twin_mention)} {to_go}.",
                                           _question(hop.relation, twin_mention)))
                 found = self.entities[twin["relations"][hop.relation]]["name"]
                 known = f"{_sentence(_noun_phrase(hop.relation, twin_mention))} is {found}. "

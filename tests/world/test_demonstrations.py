@@ -1,0 +1,59 @@
+"""The scripted searcher's demonstrations: the gold chain step by step, with the hop countdown in each think."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from slate.data.records import read_qa_jsonl
+from slate.retrieval.bm25 import Bm25Retriever
+from slate.rollout.actions import parse_step
+from slate.world.demonstrations import MistakeRates, ScriptedSearcher, hops_to_go
+
+COUNTDOWN = re.compile(r"\((last hop|\d hops to go)\)\.$")
+
+
+@pytest.fixture(scope="module")
+def world(tiny_world: Path):
+    retriever = Bm25Retriever.from_corpus_cached(tiny_world / "corpus.jsonl", tiny_world / "bm25_index")
+    return tiny_world, retriever, read_qa_jsonl(tiny_world / "train.jsonl")
+
+
+def test_hops_to_go_by_value() -> None:
+    assert hops_to_go(1) == "(last hop)"
+    assert hops_to_go(2) == "(2 hops to go)"
+    assert hops_to_go(4) == "(4 hops to go)"
+
+
+def test_perfect_demonstration_follows_the_chain_and_counts_down(world) -> None:
+    world_dir, retriever, train = world
+    searcher = ScriptedSearcher(world_dir, retriever, MistakeRates(0, 0, 0, 0), max_steps=5, top_k=3, seed=0)
+    seen_hops = set()
+    for record in train[:40]:
+        steps = searcher.demonstrate(record)
+        hops = len(record.chain)
+        seen_hops.add(hops)
+        assert len(steps) == hops + 1  # one search per hop, then the answer
+        for index, (step, hop) in enumerate(zip(steps[:-1], record.chain, strict=True)):
+            parsed = parse_step(step.text)
+            assert parsed.action == "search" and hop.entity in parsed.content  # the hop's own entity is queried
+            assert parsed.think.endswith(hops_to_go(hops - index) + ".")
+            assert step.hits  # every search carries what it retrieved
+        answer = parse_step(steps[-1].text)
+        assert answer.action == "answer" and answer.content == record.chain[-1].answer
+        assert not COUNTDOWN.search(answer.think)
+    assert len(seen_hops) >= 2  # the check covered chains of several lengths
+
+
+def test_a_repeated_search_keeps_its_countdown(world) -> None:
+    world_dir, retriever, train = world
+    searcher = ScriptedSearcher(world_dir, retriever, MistakeRates(1.0, 0, 0, 0), max_steps=10, top_k=3, seed=0)
+    record = next(r for r in train if len(r.chain) >= 2)
+    thinks = [parse_step(step.text).think for step in searcher.demonstrate(record)[:-1]]
+    # every hop: a vague search, then "That did not help." and the proper one, both with the same count
+    counts = [COUNTDOWN.search(think).group(1) for think in thinks]
+    expected = [hops_to_go(len(record.chain) - i)[1:-1] for i in range(len(record.chain)) for _ in range(2)]
+    assert counts == expected
+    assert all(think.startswith("That did not help.") for think in thinks[1::2])
