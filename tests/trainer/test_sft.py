@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from pathlib import Path
 
@@ -105,3 +106,14 @@ def test_no_training_questions_is_a_clear_error(tiny_setup, tiny_world: Path, tm
     config, retriever, _ = tiny_setup
     with pytest.raises(ConfigError, match="no training questions"):
         train_sft(config, [], retriever, tiny_world, tmp_path / "policy")
+
+
+def test_demonstration_steps_longer_than_the_rollout_cap_are_reported(tiny_setup, tiny_world: Path, tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    config, retriever, train = tiny_setup
+    sft = config.sft.model_copy(update={"epochs": 0.01, "max_demos": 5})
+    capped = config.model_copy(update={"sft": sft, "rollout": config.rollout.model_copy(update={"max_step_tokens": 4})})
+    with caplog.at_level("WARNING", logger="slate.trainer.sft"):
+        train_sft(capped, train, retriever, tiny_world, tmp_path / "policy")
+    # every scripted step (think + action) is longer than 4 tokens
+    assert re.search(r"(\d+) of \1 demonstration steps are longer than rollout.max_step_tokens=4", caplog.text)

@@ -100,6 +100,11 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
     searcher = ScriptedSearcher(world_dir, retriever, rates, config.rollout.max_steps, config.retrieval.top_k,
                                 seed=sft.seed)
     episodes = demonstration_episodes(policy, searcher, records, config)
+    too_long = sum(len(step.token_ids) > config.rollout.max_step_tokens for e in episodes for step in e.steps)
+    if too_long:
+        # the policy would learn steps that every rollout cuts off, and then fail to parse them
+        logger.warning("SFT: %d of %d demonstration steps are longer than rollout.max_step_tokens=%d; raise it",
+                       too_long, sum(len(e.steps) for e in episodes), config.rollout.max_step_tokens)
     sequences = [e.token_ids() for e in episodes]
     masks = [e.loss_mask() for e in episodes]
     rng = random.Random(sft.seed)
