@@ -136,7 +136,9 @@ def main() -> None:
     runs = args.out / "runs"
     retriever = Bm25Retriever.from_corpus_cached(args.world / "corpus.jsonl", args.world / "bm25_index")
     test = read_qa_jsonl(args.world / "test.jsonl")[: args.test_questions]
-    eval_config = load_config("configs/searchr1-tiny.yaml", [f"world.dir={args.world}"])
+    # evaluation decodes greedily with the RL arms' rollout settings (step cap, information budget)
+    eval_config = load_config("configs/searchr1-tiny.yaml", [f"world.dir={args.world}",
+                                                            *[o for o in args.override if o.startswith("rollout.")]])
     raw_path = args.out / "compare.json"
     rows: list[dict] = json.loads(raw_path.read_text()) if raw_path.is_file() else []
     done = {(r["arm"], r["seed"]) for r in rows}
