@@ -10,8 +10,8 @@ The policy learns the format from all of them and the right behaviour from most,
 
 Each think before a search ends with the hops still to go, counted down from the question's plan ("(2 hops to go)",
 then "(last hop)"). Without it, whether to answer after a search is decided by re-reading the question across every
-retrieved passage, and a small policy learnt that in some seeds and not in others (dev EM 0.46 vs 0.14 from the same
-10-minute recipe); with it, the count is read once from the question and then only copied down from the last think.
+retrieved passage, and a small policy learnt that in some seeds and not in others (dev EM 0.46 vs 0.14, seeds 0 and 1 of
+one recipe); with it, the count is read once from the question and then only copied down from the last think.
 
 Demonstrations are ``Episode`` objects tokenised exactly as rollouts are (prompt, sampled-step tokens, environment
 tokens), so SFT trains on the same token layout the policy later samples in.
