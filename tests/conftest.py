@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny world built once per session, and the path of ../shared beside the repo."""
+"""Shared fixtures: one tiny world (and its BM25 retriever) built once per session, and the path of ../shared beside
+the repo."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_world")
     write_world(build_world(seed=7, size="tiny"), out, seed=7, size="tiny")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_retriever(tiny_world: Path):
+    from slate.retrieval.bm25 import Bm25Retriever
+
+    return Bm25Retriever.from_corpus_cached(tiny_world / "corpus.jsonl", tiny_world / "bm25_index")
 
 
 @pytest.fixture(scope="session")

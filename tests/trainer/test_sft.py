@@ -14,7 +14,6 @@ import pytest
 from slate.config import load_config
 from slate.data.records import read_corpus, read_qa_jsonl
 from slate.errors import ConfigError
-from slate.retrieval.bm25 import Bm25Retriever
 from slate.rollout.actions import INFO_OPEN
 from slate.rollout.policy import build_tiny_policy
 from slate.trainer.sft import cosine_lr, demonstration_episodes, length_batches, run_progress, train_sft
@@ -66,10 +65,9 @@ def test_a_time_limit_ends_the_run(tiny_setup, tiny_world: Path, tmp_path: Path)
 
 
 @pytest.fixture(scope="module")
-def tiny_setup(tiny_world: Path):
+def tiny_setup(tiny_world: Path, tiny_retriever):
     config = load_config("configs/tiny.yaml", [f"world.dir={tiny_world}", *TINY])
-    retriever = Bm25Retriever.from_corpus_cached(tiny_world / "corpus.jsonl", tiny_world / "bm25_index")
-    return config, retriever, read_qa_jsonl(tiny_world / "train.jsonl")
+    return config, tiny_retriever, read_qa_jsonl(tiny_world / "train.jsonl")
 
 
 def test_demonstrations_train_only_policy_tokens(tiny_setup, tiny_world: Path) -> None:

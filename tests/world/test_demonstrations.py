@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from slate.data.records import read_qa_jsonl
-from slate.retrieval.bm25 import Bm25Retriever
 from slate.rollout.actions import parse_step
 from slate.world.demonstrations import MistakeRates, ScriptedSearcher, hops_to_go
 
@@ -16,9 +15,8 @@ COUNTDOWN = re.compile(r"\((last hop|\d hops to go)\)\.$")
 
 
 @pytest.fixture(scope="module")
-def world(tiny_world: Path):
-    retriever = Bm25Retriever.from_corpus_cached(tiny_world / "corpus.jsonl", tiny_world / "bm25_index")
-    return tiny_world, retriever, read_qa_jsonl(tiny_world / "train.jsonl")
+def world(tiny_world: Path, tiny_retriever):
+    return tiny_world, tiny_retriever, read_qa_jsonl(tiny_world / "train.jsonl")
 
 
 def test_hops_to_go_by_value() -> None:

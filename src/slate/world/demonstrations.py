@@ -60,6 +60,11 @@ def hops_to_go(remaining: int) -> str:
     return "(last hop)" if remaining == 1 else f"({remaining} hops to go)"
 
 
+def _need(relation: str, mention: str, remaining: int) -> str:
+    """What a search step's think asks for, ending with the countdown."""
+    return f"I need {_noun_phrase(relation, mention)} {hops_to_go(remaining)}."
+
+
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -114,8 +119,8 @@ class ScriptedSearcher:
             spare = self.max_steps - (len(chain) - index) - len(steps)  # steps left beyond the plan
             entity_type = self._type_of(subject)
             mention = _mention(subject, entity_type)
-            to_go = hops_to_go(len(chain) - index)
-            need = f"{known}I need {_noun_phrase(hop.relation, mention)} {to_go}."
+            remaining = len(chain) - index
+            need = f"{known}{_need(hop.relation, mention, remaining)}"
             roll = self.rng.random()
             if index > 0 and roll < self.rates.early_answer / max(1, len(chain) - 1):
                 steps.append(self._answer(f"{known}So the answer is {subject}.", subject))
@@ -131,12 +136,12 @@ class ScriptedSearcher:
             if spare > 0 and roll < self.rates.vague_query:
                 vague = subject.split()[0] if self.rng.random() < 0.5 else hop.relation.replace("_", " ")
                 steps.append(self._search(need, vague))
-                need = f"That did not help. I need {_noun_phrase(hop.relation, mention)} {to_go}."
+                need = f"That did not help. {_need(hop.relation, mention, remaining)}"
             roll = self.rng.random()
             twin = self._look_alike(subject) if roll < self.rates.wrong_entity else None
             if twin is not None and hop.relation in twin["relations"]:
                 twin_mention = _mention(twin["name"], twin["type"])
-                steps.append(self._search(f"{known}I need {_noun_phrase(hop.relation, twin_mention)} {to_go}.",
+                steps.append(self._search(f"{known}{_need(hop.relation, twin_mention, remaining)}",
                                           _question(hop.relation, twin_mention)))
                 found = self.entities[twin["relations"][hop.relation]]["name"]
                 known = f"{_sentence(_noun_phrase(hop.relation, twin_mention))} is {found}. "
