@@ -140,6 +140,8 @@ class TrainerConfig(_Strict):
 class SFTConfig(_Strict):
     epochs: float = Field(6.0, gt=0, description="Passes over the demonstrations.")
     lr: float = Field(3e-3, gt=0, description="Peak AdamW learning rate (cosine decay after warm-up).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps to run (the schedule fits them); "
+                                                          "default: epochs × batches per epoch.")
     warmup_steps: int = Field(50, ge=0, description="Linear warm-up steps.")
     decay_fraction: float = Field(1.0, gt=0, le=1, description="Share of the run (after warm-up) over which the "
                                                                "cosine decays; before it the rate stays at its peak.")

@@ -14,9 +14,16 @@ import pytest
 from slate.config import load_config
 from slate.data.records import read_corpus, read_qa_jsonl
 from slate.errors import ConfigError
-from slate.rollout.actions import INFO_OPEN
+from slate.rollout.actions import INFO_OPEN, TAGS
 from slate.rollout.policy import build_tiny_policy
-from slate.trainer.sft import cosine_lr, demonstration_episodes, length_batches, run_progress, train_sft
+from slate.trainer.sft import (
+    cosine_lr,
+    demonstration_episodes,
+    length_batches,
+    run_progress,
+    tokenizer_texts,
+    train_sft,
+)
 from slate.world.demonstrations import MistakeRates, ScriptedSearcher
 
 TINY = ["model.tiny.hidden_size=32", "model.tiny.num_layers=1", "model.tiny.num_heads=2",
@@ -76,7 +83,7 @@ def test_demonstrations_train_only_policy_tokens(tiny_setup, tiny_world: Path) -
     policy = build_tiny_policy(corpus + [r.question for r in train], config.model.tiny)
     searcher = ScriptedSearcher(tiny_world, retriever, MistakeRates(0, 0, 0, 0), config.rollout.max_steps,
                                 config.retrieval.top_k, seed=0)
-    episodes = demonstration_episodes(policy, searcher, train[:10], config)
+    episodes = demonstration_episodes(policy, train[:10], [searcher.demonstrate(r) for r in train[:10]], config)
     info_open = policy.encode(INFO_OPEN)[0]
     for episode in episodes:
         ids, mask = episode.token_ids(), episode.loss_mask()
@@ -98,6 +105,34 @@ def test_sft_lowers_the_policy_token_loss(tiny_setup, tiny_world: Path, tmp_path
     assert len(losses) >= 8 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-2:]) / 2 < 0.75 * sum(losses[:2]) / 2
     assert (tmp_path / "policy" / "config.json").is_file()
+
+
+def test_the_tokenizer_learns_the_demonstrations_phrasing(tiny_setup, tiny_world: Path) -> None:
+    config, retriever, train = tiny_setup
+    searcher = ScriptedSearcher(tiny_world, retriever, MistakeRates(0, 0, 0, 0), config.rollout.max_steps,
+                                config.retrieval.top_k, seed=0)
+    demonstrations = [searcher.demonstrate(r) for r in train[:200]]
+    prompts = [f"Question: {r.question}" for r in train[:200]]
+    texts = tokenizer_texts(tiny_world, prompts, demonstrations)
+    assert not any(tag in text for text in texts for tag in TAGS)  # tags are whole added tokens, not merges
+    assert any("Doc 1(Title: " in text for text in texts)  # the <information> blocks as rendered
+    with_steps = build_tiny_policy(texts, config.model.tiny)
+    corpus_only = build_tiny_policy(tokenizer_texts(tiny_world, prompts, []), config.model.tiny)
+    # a think and a rendered passage header, as every demonstration and rollout writes them
+    think = "<think> I need the capital of South Triokand (3 hops to go). </think>"
+    header = "<information> Doc 1(Title: South Triokand) South Triokand is a country. </information>"
+    for text in (think, header):
+        assert len(with_steps.encode(text)) < len(corpus_only.encode(text))
+        assert with_steps.decode(with_steps.encode(text)) == text
+
+
+def test_max_steps_fixes_the_number_of_optimizer_steps(tiny_setup, tiny_world: Path, tmp_path: Path) -> None:
+    config, retriever, train = tiny_setup
+    sft = config.sft.model_copy(update={"epochs": 50, "max_steps": 3, "warmup_steps": 0})
+    seen: list[tuple[int, int]] = []
+    train_sft(config.model_copy(update={"sft": sft}), train, retriever, tiny_world, tmp_path / "policy",
+              on_step=lambda step, total, loss: seen.append((step, total)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
 def test_no_training_questions_is_a_clear_error(tiny_setup, tiny_world: Path, tmp_path: Path) -> None:

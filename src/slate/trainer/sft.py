@@ -20,24 +20,25 @@ from slate.config import RunConfig
 from slate.data.records import QARecord, read_corpus
 from slate.errors import ConfigError
 from slate.retrieval.base import Retriever
-from slate.rollout.actions import parse_step
+from slate.rollout.actions import TAGS, parse_step, render_information
 from slate.rollout.engine import information_ids
 from slate.rollout.episode import Episode, Step
 from slate.rollout.policy import Policy, build_tiny_policy, load_policy
+from slate.rollout.prompt import build_prompt
 from slate.trainer.forward import pad_batch, token_logprobs
-from slate.world.demonstrations import MistakeRates, ScriptedSearcher
+from slate.world.demonstrations import MistakeRates, ScriptedSearcher, ScriptedStep
 
 logger = logging.getLogger(__name__)
 
 
-def demonstration_episodes(policy: Policy, searcher: ScriptedSearcher, records: list[QARecord],
+def demonstration_episodes(policy: Policy, records: list[QARecord], demonstrations: list[list[ScriptedStep]],
                            config: RunConfig) -> list[Episode]:
     """Scripted steps tokenised like rollouts: sampled-step ids (mask 1) and environment ids (mask 0)."""
     episodes = []
-    for record in records:
+    for record, steps in zip(records, demonstrations, strict=True):
         prompt = policy.prompt_ids(record.question, config.rollout.prompt_template, config.rollout.use_chat_template)
         episode = Episode(record=record, prompt_ids=prompt)
-        for scripted in searcher.demonstrate(record):
+        for scripted in steps:
             ids = policy.encode(scripted.text)
             step = Step(text=scripted.text, parsed=parse_step(scripted.text), token_ids=ids, logprobs=[0.0] * len(ids))
             if scripted.hits is not None:
@@ -46,6 +47,18 @@ def demonstration_episodes(policy: Policy, searcher: ScriptedSearcher, records: 
             episode.steps.append(step)
         episodes.append(episode)
     return episodes
+
+
+def tokenizer_texts(world_dir: Path, prompts: list[str], demonstrations: list[list[ScriptedStep]]) -> list[str]:
+    """What the tiny tokenizer learns its merges from: the corpus, and the demonstrations as the policy reads and
+    writes them (prompts, steps, ``<information>`` blocks), so that recurring phrasing ("I need", "hops to go",
+    "Doc 1(Title:") becomes a few whole tokens rather than many byte pieces. Shorter sequences train faster."""
+    texts = [p.contents for p in read_corpus(world_dir / "corpus.jsonl")] + prompts
+    for steps in demonstrations:
+        texts += [step.text for step in steps] + [render_information(step.hits) for step in steps if step.hits]
+    for tag in TAGS:  # the tags are added as whole tokens afterwards; merges spent on their pieces would be wasted
+        texts = [text.replace(tag, " ") for text in texts]
+    return texts
 
 
 def length_batches(lengths: list[int], batch_tokens: int, rng: random.Random) -> list[list[int]]:
@@ -88,18 +101,20 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
     """Warm-start a policy (a new tiny one, or ``init``) on scripted demonstrations and save it to ``out_dir``."""
     sft = config.sft
     torch.manual_seed(sft.seed)
-    if init is None and config.model.source == "tiny":
-        texts = [p.contents for p in read_corpus(world_dir / "corpus.jsonl")] + [r.question for r in train_records]
-        policy = build_tiny_policy(texts, config.model.tiny, seed=sft.seed)
-    else:
-        policy = load_policy(config.model, init)
     records = train_records[: sft.max_demos] if sft.max_demos else train_records
     if not records:
         raise ConfigError("SFT: no training questions to demonstrate (empty train split, or sft.max_demos=0).")
     rates = MistakeRates(sft.vague_query_rate, sft.wrong_entity_rate, sft.skip_hop_rate, sft.early_answer_rate)
     searcher = ScriptedSearcher(world_dir, retriever, rates, config.rollout.max_steps, config.retrieval.top_k,
                                 seed=sft.seed)
-    episodes = demonstration_episodes(policy, searcher, records, config)
+    demonstrations = [searcher.demonstrate(record) for record in records]
+    if init is None and config.model.source == "tiny":
+        prompts = [build_prompt(r.question, config.rollout.prompt_template) for r in records]
+        texts = tokenizer_texts(world_dir, prompts, demonstrations)
+        policy = build_tiny_policy(texts, config.model.tiny, seed=sft.seed)
+    else:
+        policy = load_policy(config.model, init)
+    episodes = demonstration_episodes(policy, records, demonstrations, config)
     too_long = sum(len(step.token_ids) > config.rollout.max_step_tokens for e in episodes for step in e.steps)
     if too_long:
         # the policy would learn steps that every rollout cuts off, and then fail to parse them
@@ -109,7 +124,7 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
     masks = [e.loss_mask() for e in episodes]
     rng = random.Random(sft.seed)
     epoch_batches = length_batches([len(s) for s in sequences], sft.batch_tokens, rng)
-    total_steps = max(1, int(len(epoch_batches) * sft.epochs))
+    total_steps = sft.max_steps or max(1, int(len(epoch_batches) * sft.epochs))
     logger.info("SFT: %d demonstrations, %d policy tokens, %d optimizer steps", len(episodes),
                 sum(sum(m) for m in masks), total_steps)
     model = policy.model
