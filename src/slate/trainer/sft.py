@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,9 +57,9 @@ def tokenizer_texts(world_dir: Path, prompts: list[str], demonstrations: list[li
     texts = [p.contents for p in read_corpus(world_dir / "corpus.jsonl")] + prompts
     for steps in demonstrations:
         texts += [step.text for step in steps] + [render_information(step.hits) for step in steps if step.hits]
-    for tag in TAGS:  # the tags are added as whole tokens afterwards; merges spent on their pieces would be wasted
-        texts = [text.replace(tag, " ") for text in texts]
-    return texts
+    # the tags are added as whole tokens afterwards; merges spent on their pieces would be wasted
+    tags = re.compile("|".join(re.escape(tag) for tag in TAGS))
+    return [tags.sub(" ", text) for text in texts]
 
 
 def length_batches(lengths: list[int], batch_tokens: int, rng: random.Random) -> list[list[int]]:
