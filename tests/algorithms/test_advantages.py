@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from slate.algorithms.advantages import group_advantages, process_advantages, selection_probabilities
+from slate.algorithms.advantages import (
+    bonus_decided,
+    group_advantages,
+    process_advantages,
+    selection_probabilities,
+)
 
 
 def test_group_advantages_by_hand() -> None:
@@ -84,3 +89,29 @@ def test_selection_probabilities_by_hand() -> None:
     torch.testing.assert_close(probs, torch.tensor([0.806679, 0.193321]), atol=1e-5, rtol=0)
     with pytest.raises(ValueError):
         selection_probabilities(torch.tensor([1.0]), 0.0)
+
+
+def test_bonus_decided_by_hand() -> None:
+    # the judge scored all five alike (think +1, action +1 = 2); two answered at t = 2 of B = 4 (+0.05 each):
+    # without the bonus a tie (A = 0), with it the answers get A > 0 and the searches A < 0
+    rewards = torch.tensor([2.0, 2.05, 2.0, 2.05, 2.0])
+    bonuses = torch.tensor([0.0, 0.05, 0.0, 0.05, 0.0])
+    assert bonus_decided(rewards, bonuses) == (True, True)
+    # the judge separates them (one search scored 0): the bonus changes no sign -> neither
+    rewards = torch.tensor([2.0, 2.05, 0.0, 2.05, 2.0])
+    assert bonus_decided(rewards, bonuses) == (False, False)
+    # a judge gap below the tie: without the bonus [2, 2, 1, 2, 1] (mean 1.6) -> signs + + - + -; with it the mean
+    # is 1.62 and the signs are the same -> neither
+    rewards = torch.tensor([2.0, 2.05, 1.0, 2.05, 1.0])
+    assert bonus_decided(rewards, bonuses) == (False, False)
+    # a small gap: without the bonus [2, 2, 2, 2, 1.9] (mean 1.98) -> + + + + -; with it the mean is 2.0, the
+    # searches at 2 sit on it (sign 0) -> flipped, though not by the bonus alone
+    rewards = torch.tensor([2.0, 2.05, 2.0, 2.05, 1.9])
+    assert bonus_decided(rewards, bonuses) == (False, True)
+    # all answer with the same bonus: a tie with and without it -> no signal either way
+    assert bonus_decided(torch.full((5,), 1.05), torch.full((5,), 0.05)) == (False, False)
+
+
+def test_bonus_decided_refuses_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="must"):
+        bonus_decided(torch.zeros(5), torch.zeros(4))

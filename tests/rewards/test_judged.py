@@ -62,6 +62,7 @@ def test_oracle_judged_rewards_on_a_hand_episode() -> None:
     assert rewards == pytest.approx([2.0, -2.0, 0.05, -0.95, INVALID_STEP_REWARD])
     assert good.scores == {"think_score": 1.0, "query_score": 1.0}
     assert guess.reward == pytest.approx(0.05)
+    assert guess.scores["early_answer_bonus"] == pytest.approx(0.05)  # 0.1 * (4 - 2) / 4, kept apart for the sampler
 
 
 def test_forced_answers_are_not_scored_by_default() -> None:

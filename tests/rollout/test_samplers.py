@@ -81,6 +81,39 @@ def test_truncated_sampler_bookkeeping(policy) -> None:
     assert second[0].token_ids[: len(episode.token_ids()) - len(episode.steps[1].token_ids)] == \
         episode.token_ids()[: len(episode.token_ids()) - len(episode.steps[1].token_ids)]
     assert batch.metrics["adv/zero_signal_groups"] == 0.5
+    assert batch.metrics["slate/bonus_only_groups"] == 0.0  # this reward writes no bonus
+    assert batch.metrics["slate/answer_candidate_share"] == 0.5  # 4 answers among 8 scored candidates
+
+
+class TiedJudgeWithBonus:
+    """Every candidate scores 1 from the 'judge'; answers add an early-answer bonus of 0.05, as SLATE's reward."""
+
+    def score_steps(self, targets: list[StepToScore]) -> list[float | None]:
+        for target in targets:
+            target.step.scores = {"think_score": 1.0, "action_score": 0.0}
+            if target.step.action == "answer":
+                target.step.scores["early_answer_bonus"] = 0.05
+            target.step.reward = 1.0 + target.step.scores.get("early_answer_bonus", 0.0)
+        return [t.step.reward for t in targets]
+
+
+def test_truncated_sampler_counts_groups_only_the_bonus_decided(policy) -> None:
+    def script(text: str, branch: int) -> str:  # step 1: two of four answer; the others search
+        if branch % 2 or "<information>" in text:
+            return "<think> done </think><answer> Orvania </answer>"
+        return f"<think> try </think><search> Dalvin {branch} </search>"
+
+    engine = RolloutEngine(policy, FixedRetriever(), CONFIG, generator=ScriptedGenerator(policy, script))
+    sampler = TruncatedStepSampler(engine, TiedJudgeWithBonus(), group_size=4, selection_temperature=0.7,
+                                   greedy_selection=True)
+    batch = sampler.sample([RECORD])
+    # one group: the judge tied all four, the bonus alone made the answers' advantages positive (greedy picks one)
+    assert len(batch.samples) == 4 and batch.episodes[0].final_answer == "Orvania"
+    assert batch.metrics["slate/bonus_only_groups"] == 1.0
+    assert batch.metrics["slate/bonus_flipped_groups"] == 1.0
+    assert batch.metrics["slate/answer_candidate_share"] == 0.5
+    trained = [next(a for a, m in zip(s.advantages, s.loss_mask, strict=True) if m) for s in batch.samples]
+    assert [a > 0 for a in trained] == [False, True, False, True]
 
 
 def test_selection_frequencies_follow_softmax_of_advantages(policy) -> None:

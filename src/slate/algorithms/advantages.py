@@ -8,6 +8,8 @@ Notation for the module: G groups, k members per group (candidates), S steps per
   normalise every step reward of the group by the group's mean and std, then the advantage of step j is the sum of
   the normalised rewards of steps ≥ j (DeepSeekMath, section 4.1.3). Steps without a reward are left out.
 - ``selection_probabilities``: SLATE's next-prefix distribution softmax(A / η).
+- ``bonus_decided``: whether a bonus added to some members' rewards (SLATE's early-answer λ(B − t)/B) is what sets
+  the signs of a group's advantages.
 """
 
 from __future__ import annotations
@@ -56,3 +58,35 @@ def selection_probabilities(advantages: torch.Tensor, temperature: float) -> tor
     if temperature <= 0:
         raise ValueError(f"selection temperature must be > 0, got {temperature}; use greedy selection instead.")
     return torch.softmax(advantages / temperature, dim=-1)
+
+
+def _ties(rewards: torch.Tensor) -> bool:
+    """All k rewards equal, up to float32 rounding (rewards are ternary sums plus bonuses of a few hundredths, so
+    a real difference is never below 1e-3)."""
+    return bool(rewards.max() - rewards.min() <= 1e-5 * (1 + rewards.abs().max()))
+
+
+def _advantage_signs(rewards: torch.Tensor) -> torch.Tensor:
+    """sign(r − mean r), 0 for a tied group (its advantages are 0) or a member within rounding of the mean."""
+    if _ties(rewards):
+        return torch.zeros_like(rewards)
+    centred = rewards - rewards.mean()
+    return torch.where(centred.abs() <= 1e-5 * (1 + rewards.abs().max()), 0.0, torch.sign(centred))
+
+
+def bonus_decided(rewards: torch.Tensor, bonuses: torch.Tensor) -> tuple[bool, bool]:
+    """(only, flipped) for one group of k rewards of which ``bonuses`` (k,) is a part.
+
+    only: without the bonuses the k rewards tie, with them they do not: every nonzero advantage of the group comes
+    from the bonus alone (SLATE: siblings the judge scored alike, some answering and some searching).
+    flipped: some member's sign of advantage differs with and without the bonuses (``only`` implies it). The scale
+    of the advantages is left out on purpose: normalising by the group's std makes a tie broken by 0.05 as strong a
+    push as a judge's +1 against −1.
+    """
+    if rewards.shape != bonuses.shape or rewards.ndim != 1:
+        raise ValueError(f"bonus_decided: rewards {tuple(rewards.shape)} and bonuses {tuple(bonuses.shape)} must "
+                         "both be (k,).")
+    base = rewards - bonuses
+    only = _ties(base) and not _ties(rewards)
+    flipped = bool((_advantage_signs(rewards) != _advantage_signs(base)).any())
+    return only, flipped

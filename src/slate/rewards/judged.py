@@ -43,9 +43,13 @@ def judged_step_reward(action: str, think_score: float, action_score: float, ste
     if action == "search":
         return think_score + action_score
     if action == "answer":
-        bonus = early_answer_bonus * max(0, max_steps - step_index) / max_steps
-        return think_score + action_score + bonus
+        return think_score + action_score + answer_bonus(step_index, max_steps, early_answer_bonus)
     return INVALID_STEP_REWARD
+
+
+def answer_bonus(step_index: int, max_steps: int, early_answer_bonus: float) -> float:
+    """λ · (B − t) / B, the early-answer part of an answer step's reward (0 at or past the budget)."""
+    return early_answer_bonus * max(0, max_steps - step_index) / max_steps
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,9 @@ class JudgedStepReward:
             step = target.step
             kind = "query_score" if step.action == "search" else "answer_score"
             step.scores = {"think_score": float(think.score), kind: float(action.score)}
+            if step.action == "answer":  # kept apart so the sampler can tell which ties only the bonus broke
+                step.scores["early_answer_bonus"] = answer_bonus(target.step_index, self.max_steps,
+                                                                 self.early_answer_bonus)
             self.counters["judge/failed_verdicts"] += int(think.failed) + int(action.failed)
             rewards[index] = judged_step_reward(step.action, think.score, action.score, target.step_index,
                                                 self.max_steps, self.early_answer_bonus)

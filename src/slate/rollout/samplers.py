@@ -21,7 +21,12 @@ from typing import Protocol
 
 import torch
 
-from slate.algorithms.advantages import group_advantages, process_advantages, selection_probabilities
+from slate.algorithms.advantages import (
+    bonus_decided,
+    group_advantages,
+    process_advantages,
+    selection_probabilities,
+)
 from slate.data.records import QARecord
 from slate.rewards.base import RewardStrategy
 from slate.rewards.judged import StepToScore
@@ -147,6 +152,11 @@ class TruncatedStepSampler:
                 counters["groups/scored"] += 1
                 reward_tensor = torch.tensor(group_rewards, dtype=torch.float32)
                 counters["groups/zero_signal"] += int(bool((reward_tensor == reward_tensor[0]).all()))
+                bonuses = torch.tensor([c.step.scores.get("early_answer_bonus", 0.0) for c in group])
+                only, flipped = bonus_decided(reward_tensor, bonuses)
+                counters["groups/bonus_only"] += int(only)
+                counters["groups/bonus_flipped"] += int(flipped)
+                counters["candidates/answers"] += sum(c.step.action == "answer" for c in group)
                 advantages = group_advantages(reward_tensor[None], self.adv_eps, self.adv_std_floor)[0]
                 episode = group[0].episode
                 prefix = episode.token_ids()
@@ -161,7 +171,11 @@ class TruncatedStepSampler:
         metrics = {"adv/zero_signal_groups": counters["groups/zero_signal"] / scored,
                    "slate/groups": float(counters["groups/scored"]),
                    "slate/picked_best_rate": counters["selection/picked_best"] / scored,
-                   "slate/unscored_groups": float(counters["groups/unscored"]), "time/reward_s": reward_s}
+                   "slate/unscored_groups": float(counters["groups/unscored"]), "time/reward_s": reward_s,
+                   # the early-answer tie: groups whose advantage signs only the bonus λ(B − t)/B decided
+                   "slate/bonus_only_groups": counters["groups/bonus_only"] / scored,
+                   "slate/bonus_flipped_groups": counters["groups/bonus_flipped"] / scored,
+                   "slate/answer_candidate_share": counters["candidates/answers"] / (scored * k)}
         return SampledBatch(samples=samples, episodes=episodes, metrics=metrics)
 
 
