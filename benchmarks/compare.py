@@ -32,7 +32,7 @@ from slate.config import load_config, save_config
 from slate.data.records import QARecord, read_qa_jsonl
 from slate.eval.evaluate import evaluate
 from slate.eval.plots import plot_curves
-from slate.eval.tables import seed_table
+from slate.eval.tables import diagnostics_table, seed_table, training_diagnostics
 from slate.retrieval.bm25 import Bm25Retriever
 from slate.rollout.engine import RolloutEngine
 from slate.rollout.policy import load_hf_policy
@@ -97,6 +97,7 @@ def run_arm(name: str, seed: int, args: argparse.Namespace, retriever, world: Pa
     return {"arm": name, "seed": seed, "wall_s": wall, "policy_tokens": trainer.generated_tokens,
             "steps": trainer.state.step, "config": config.model_dump(mode="json"),
             "curve": [start, *(metrics_point(m) for m in curve if "eval/em" in m)],
+            "diagnostics": training_diagnostics([m for m in curve if "rollout/policy_tokens_total" in m], wall),
             "policy": str(run_dir / "policy")}
 
 
@@ -187,7 +188,10 @@ def main() -> None:
     header = (f"# Method comparison\n\nTest EM (greedy) on {len(test)} test questions, from `{args.sft}`, token "
               f"budget {args.token_budget:,} policy tokens per run, seeds {args.seeds}; mean ± 95% t-interval over "
               "seeds.")
-    (args.out / "compare.md").write_text(header + "\n\n" + seed_table(rows_with_start))
+    diagnostics = ("\n## Training\n\nMean over seeds. Optimizer steps per RL step differ by method (SLATE's "
+                   "samples are one step each); the bonus columns are SLATE's early-answer tie (docs/experiments.md)."
+                   "\n\n" + diagnostics_table([r for r in rows if "diagnostics" in r]))
+    (args.out / "compare.md").write_text(header + "\n\n" + seed_table(rows_with_start) + diagnostics)
     plot_curves(rows, args.out / "compare_curves.png", CURVE_GROUPS)
     print((args.out / "compare.md").read_text())
 

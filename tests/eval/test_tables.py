@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from slate.eval.evaluate import EpisodeScore, summarize
-from slate.eval.tables import format_markdown, mean_ci, seed_table
+from slate.eval.tables import diagnostics_table, format_markdown, mean_ci, seed_table, training_diagnostics
 
 
 def test_markdown_table_by_value() -> None:
@@ -69,3 +71,23 @@ def test_seed_table_by_value() -> None:
         "| start | 1 | 0.500 | 0.250 | 0.125 | 0.000 | 0.250 | 0 | 0 |",
         "| slate | 2 | 0.700 ± 1.271 | 0.300 ± 1.271 | 0.100 ± 1.271 | 0.100 ± 1.271 | 0.300 ± 1.271 | 2,000 | 15 |",
     ]
+
+
+def test_training_diagnostics_by_hand() -> None:
+    metrics = [{"rollout/policy_tokens_total": 1000.0, "update/optimizer_steps": 4.0, "rollout/searches": 2.5,
+                "slate/bonus_only_groups": 0.2},
+               {"rollout/policy_tokens_total": 3000.0, "update/optimizer_steps": 6.0, "rollout/searches": 1.5,
+                "slate/bonus_only_groups": 0.4}]
+    out = training_diagnostics(metrics, wall_s=10.0)
+    assert out == {"rl_steps": 2, "tokens_per_s": 300.0, "optimizer_steps_per_rl_step": 5.0,
+                   "bonus_only_groups": pytest.approx(0.3), "searches_first": 2.5, "searches_last": 1.5}
+    assert training_diagnostics([], wall_s=1.0) == {"rl_steps": 0}
+
+
+def test_diagnostics_table_means_over_seeds_and_marks_what_was_not_logged() -> None:
+    rows = [{"arm": "slate", "diagnostics": {"rl_steps": 10, "bonus_only_groups": 0.1}},
+            {"arm": "slate", "diagnostics": {"rl_steps": 20, "bonus_only_groups": 0.3}},
+            {"arm": "searchr1", "diagnostics": {"rl_steps": 5}}]
+    lines = diagnostics_table(rows).splitlines()
+    assert lines[2].startswith("| slate | 15 | – |") and "| 0.200 |" in lines[2]
+    assert lines[3] == "| searchr1 | 5 | – | – | – | – | – | – |"

@@ -1,5 +1,5 @@
 """Markdown tables: the ``slate eval`` result (one row per hop count and per dataset, then macro and overall), and
-the seed summary of a method comparison (mean ± 95% t-interval per arm).
+the seed summary of a method comparison (mean ± 95% t-interval per arm), and each arm's training diagnostics.
 
 ``result`` is the dict of ``slate.eval.evaluate.report``: overall ``n, em, f1, valid_rate, searches``, optional
 ``by_hops`` and ``by_dataset`` (each name -> the same five keys) and, with several datasets, ``macro`` (the
@@ -61,4 +61,45 @@ def seed_table(rows: list[dict[str, Any]]) -> str:
         tokens = statistics.fmean(r["policy_tokens"] for r in mine)
         wall = statistics.fmean(r["wall_s"] for r in mine)
         lines.append(f"| {arm} | {len(mine)} | " + " | ".join(cells) + f" | {tokens:,.0f} | {wall:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def training_diagnostics(metrics: list[dict[str, float]], wall_s: float) -> dict[str, Any]:
+    """What one training run did, from its per-step metrics (``metrics.jsonl`` rows): optimizer steps per RL step,
+    policy tokens per second, searches per question at the first and last step, and (SLATE) the mean share of sibling
+    groups whose advantage signs only the early-answer bonus decided. A key a run never logged is left out."""
+    out: dict[str, Any] = {"rl_steps": len(metrics)}
+    if not metrics:
+        return out
+    tokens = metrics[-1].get("rollout/policy_tokens_total", 0.0)
+    out["tokens_per_s"] = tokens / wall_s if wall_s > 0 else 0.0
+    for key, name in (("update/optimizer_steps", "optimizer_steps_per_rl_step"),
+                      ("slate/bonus_only_groups", "bonus_only_groups"),
+                      ("slate/bonus_flipped_groups", "bonus_flipped_groups"),
+                      ("slate/answer_candidate_share", "answer_candidate_share")):
+        values = [m[key] for m in metrics if key in m]
+        if values:
+            out[name] = statistics.fmean(values)
+    searches = [m["rollout/searches"] for m in metrics if "rollout/searches" in m]
+    if searches:
+        out["searches_first"], out["searches_last"] = searches[0], searches[-1]
+    return out
+
+
+def diagnostics_table(rows: list[dict[str, Any]]) -> str:
+    """One line per arm: the mean over its seeds of each ``training_diagnostics`` value ("–" where not logged)."""
+    columns = (("rl_steps", "RL steps", "{:.0f}"), ("tokens_per_s", "tokens/s", "{:.0f}"),
+               ("optimizer_steps_per_rl_step", "optimizer steps / RL step", "{:.1f}"),
+               ("searches_first", "searches (first step)", "{:.2f}"), ("searches_last", "searches (last)", "{:.2f}"),
+               ("bonus_only_groups", "groups decided by the bonus alone", "{:.3f}"),
+               ("bonus_flipped_groups", "groups a bonus flips", "{:.3f}"))
+    lines = ["| arm | " + " | ".join(title for _, title, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        mine = [r.get("diagnostics", {}) for r in rows if r["arm"] == arm]
+        cells = []
+        for key, _, fmt in columns:
+            values = [d[key] for d in mine if key in d]
+            cells.append(fmt.format(statistics.fmean(values)) if values else "–")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
