@@ -20,6 +20,8 @@ from typing import Literal, Protocol
 import torch
 from transformers import PreTrainedModel
 
+from slate.rollout.kv_cache import growing_cache_for
+
 FinishReason = Literal["stop", "eos", "length"]
 
 
@@ -126,8 +128,9 @@ def sample_branches(model: PreTrainedModel, prefixes: list[list[int]], num_branc
         input_ids, attention_mask = _left_pad([p for p in prefixes for _ in range(num_branches)], pad_id)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    fresh_cache = growing_cache_for(model)  # decoding writes one slot per token instead of copying the cache
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
-                logits_to_keep=1)
+                logits_to_keep=1, **({cache_kwarg: fresh_cache} if fresh_cache is not None else {}))
     cache, logits = out[cache_kwarg], out.logits[:, -1]  # logits: (P, V) or (P*k, V)
     next_position = position_ids[:, -1] + 1
     if share_prefill and num_branches > 1:
