@@ -14,7 +14,7 @@ from slate.algorithms.losses import policy_loss
 from slate.data.records import read_qa_jsonl
 from slate.retrieval.bm25 import Bm25Retriever
 from slate.rollout.samplers import Sample
-from slate.trainer.batching import make_units, micro_tensors, pack_micro_batches, padded_tokens
+from slate.trainer.batching import make_units, micro_tensors, pack_micro_batches, padded_tokens, prefix_len
 from slate.trainer.forward import pad_batch, token_logprobs
 from slate.trainer.loop import Trainer
 
@@ -86,7 +86,7 @@ def _unbatched(trainer: Trainer, samples: list[Sample]) -> tuple[float, list[tor
 def test_packed_update_equals_unbatched_loss_and_gradient(tiny_world: Path, tiny_policy_dir: Path, tmp_path: Path,
                                                           method: str) -> None:
     trainer = _trainer(tiny_world, tiny_policy_dir, tmp_path, method)
-    records = read_qa_jsonl(tiny_world / "train.jsonl")[:3]
+    records = read_qa_jsonl(tiny_world / "train.jsonl")[:4]
     samples = trainer.sampler.sample(records).samples
     for i, sample in enumerate(samples):  # a spread of advantages and off-policy ratios, so every term is live
         sample.advantages = [(0.3 * (i % 5) - 0.6) if m else 0.0 for m in sample.loss_mask]
@@ -94,11 +94,17 @@ def test_packed_update_equals_unbatched_loss_and_gradient(tiny_world: Path, tiny
                                                                                    sample.loss_mask, strict=True)]
     units, grouped = make_units(samples)
     assert grouped == (method == "slate")
+    if grouped:  # tree packing: a question's steps are one unit, each step continuing from its part of one prefix
+        assert any(len({s.prefix_len for s in unit}) > 1 for unit in units)
+        # a budget that fits the two first units (in packing order) together, so trees of different prefixes share
+        # a pass and there is more than one pass
+        ordered = sorted(units, key=lambda u: (prefix_len(u), max(len(s.token_ids) for s in u)))
+        trainer.config.trainer.micro_batch_tokens = padded_tokens(ordered[:2], grouped)
     trainer._fill_reference_logprobs(units, grouped)
     micros = trainer._micro_batches(units, grouped)
     assert 1 < len(micros) < len(units)  # several units per pass, and more than one pass
     if grouped:
-        assert any(len({u[0].prefix_len for u in m}) > 1 for m in micros)  # different prefixes share a pass
+        assert any(len({prefix_len(u) for u in m}) > 1 for m in micros)  # different prefixes share a pass
 
     trainer.optimizer.zero_grad(set_to_none=True)
     loss, _ = trainer.accumulate_gradients(micros, len(micros), grouped)
@@ -111,3 +117,26 @@ def test_packed_update_equals_unbatched_loss_and_gradient(tiny_world: Path, tiny
     assert any(float(g.abs().max()) > 1e-4 for g in expected_grads)  # the gradient is not trivially zero
     for packed, expected in zip(packed_grads, expected_grads, strict=True):
         torch.testing.assert_close(packed, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_tree_units_of_nested_prefixes_by_hand() -> None:
+    # one question, two steps: step 2's prefix [1, 2, 3, 7, 8] extends step 1's [1, 2, 3]
+    step1 = [_sample([1, 2, 3, 7, 8], 3, "q/t1", prefix_len=3), _sample([1, 2, 3, 9], 3, "q/t1", prefix_len=3)]
+    step2 = [_sample([1, 2, 3, 7, 8, 4], 5, "q/t2", prefix_len=5), _sample([1, 2, 3, 7, 8, 5, 6], 5, "q/t2",
+                                                                          prefix_len=5)]
+    other = [_sample([4, 5, 6, 6, 5, 1], 4, "r/t1", prefix_len=4)]
+    for sample in (*step1, *step2):
+        sample.tree_id = "q"
+    other[0].tree_id = "r"
+    units, grouped = make_units([*step2, *other, *step1])
+    assert grouped and [len(u) for u in units] == [4, 1] and prefix_len(units[0]) == 5
+    batch = micro_tensors(units, grouped, pad_id=0)
+    assert batch.prefix_ids.tolist() == [[1, 2, 3, 7, 8], [4, 5, 6, 6, 0]]  # the longest prefix of each tree
+    assert batch.group_of.tolist() == [0, 0, 0, 0, 1] and batch.row_prefix_lens.tolist() == [3, 3, 5, 5, 4]
+    assert batch.input_ids.tolist() == [[7, 8], [9, 0], [4, 0], [5, 6], [5, 1]]
+    # padded tokens: 2 trees x longest prefix 5 + 5 rows x longest continuation 2
+    assert padded_tokens(units, grouped) == 2 * 5 + 5 * 2
+    # prefixes that do not nest stay separate groups; without trees every group is its own unit
+    step2[0].token_ids[1] = step2[1].token_ids[1] = 99
+    assert [len(u) for u in make_units([*step1, *step2])[0]] == [2, 2]
+    assert [len(u) for u in make_units([*step1, *step2], trees=False)[0]] == [2, 2]

@@ -44,6 +44,9 @@ class Sample:
     advantages: list[float]  # per token; 0 where loss_mask is False
     group_id: str
     prefix_len: int = 0  # leading tokens shared by every sample of the group (never trained): computed once
+    # samples whose prefixes nest (SLATE: the steps of one question, each prefix extending the one before) share one
+    # prefix forward in the update, the longest (tree packing, trainer/batching.py); None: the group stands alone
+    tree_id: str | None = None
     ref_logprobs: list[float] | None = None  # the frozen reference's log-probs, filled once per RL step
     # the oldest policy version among the steps it trains on; None if any of them came from an unknown version
     policy_version: int | None = None
@@ -162,7 +165,8 @@ class TruncatedStepSampler:
                 prefix = episode.token_ids()
                 for index, candidate in enumerate(group):
                     samples.append(_candidate_sample(prefix, candidate, float(advantages[index]),
-                                                     f"{episode.record.id}/t{len(episode.steps) + 1}"))
+                                                     f"{episode.record.id}/t{len(episode.steps) + 1}",
+                                                     tree_id=episode.record.id))
                 pick = self.choose(advantages)
                 counters["selection/picked_best"] += int(group_rewards[pick] == max(group_rewards))
                 chosen.append(group[pick])
@@ -179,7 +183,8 @@ class TruncatedStepSampler:
         return SampledBatch(samples=samples, episodes=episodes, metrics=metrics)
 
 
-def _candidate_sample(prefix: list[int], candidate: Candidate, advantage: float, group_id: str) -> Sample:
+def _candidate_sample(prefix: list[int], candidate: Candidate, advantage: float, group_id: str,
+                      tree_id: str | None = None) -> Sample:
     """prefix (mask 0) + injected (mask 0) + the candidate's sampled tokens (mask 1, carrying A)."""
     step = candidate.step
     context = prefix + step.injected_ids
@@ -191,6 +196,7 @@ def _candidate_sample(prefix: list[int], candidate: Candidate, advantage: float,
         group_id=group_id,
         prefix_len=len(context),
         policy_version=step.policy_version,
+        tree_id=tree_id,
     )
 
 

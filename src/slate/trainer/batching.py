@@ -1,10 +1,13 @@
 """How the update's samples become forward passes: units, micro-batches packed by padded tokens, and their tensors.
 
-A *unit* is what must share a forward pass: a group of samples with one shared prefix (SLATE's k siblings: the
-prefix runs once, ``forward.grouped_token_logprobs``) or one full trajectory. A *micro-batch* is several units in
-one forward. On a CPU a forward pass of a small model over a few hundred tokens costs mostly per-call overhead, so
-packing many units per pass is where the update's speed comes from; the loss is unchanged, because every micro-batch
-contributes its exact share of the minibatch's token mean (the weights in ``Trainer._optimizer_step``).
+A *unit* is what must share a forward pass: one full trajectory, or samples that share a prefix — SLATE's k siblings
+of one step (the prefix runs once, ``forward.grouped_token_logprobs``), and, when their prefixes nest, all the steps
+of one question (*tree packing*: step t + 1's prefix is step t's prefix plus the chosen candidate and its
+information, so the longest prefix runs once and each step's candidates attend to their own part of it; a
+question's T prefix forwards become one). A *micro-batch* is several units in one forward. On a CPU a forward pass
+of a small model over a few hundred tokens costs mostly per-call overhead, so packing many units per pass is where
+the update's speed comes from; the loss is unchanged, because every micro-batch contributes its exact share of the
+minibatch's token mean (the weights in ``Trainer._optimizer_step``).
 
 Micro-batches are packed by *padded* tokens (rows × longest row, plus the prefixes for groups), after sorting the
 units by length, so little of each pass is padding. ``max_tokens=None`` keeps the older count-based split
@@ -23,14 +26,39 @@ from slate.trainer.forward import pad_batch
 Unit = list[Sample]
 
 
-def make_units(samples: list[Sample]) -> tuple[list[Unit], bool]:
-    """Group samples sharing a prefix (every sample has ``prefix_len > 0``) by ``group_id``; else one per unit."""
-    if samples and all(s.prefix_len > 0 for s in samples):
-        groups: dict[str, Unit] = {}
-        for sample in samples:
-            groups.setdefault(sample.group_id, []).append(sample)
+def prefix_len(unit: Unit) -> int:
+    """The prefix a unit's forward runs: the longest of its samples' (a tree's last step)."""
+    return max(s.prefix_len for s in unit)
+
+
+def _nested(groups: list[Unit]) -> bool:
+    """Whether each group's prefix begins the longest one (``groups`` sorted by prefix length)."""
+    longest = groups[-1][0]
+    return all(g[0].token_ids[:g[0].prefix_len] == longest.token_ids[:g[0].prefix_len] for g in groups[:-1])
+
+
+def make_units(samples: list[Sample], trees: bool = True) -> tuple[list[Unit], bool]:
+    """Group samples sharing a prefix (every sample has ``prefix_len > 0``) by ``group_id``, then, with ``trees``,
+    the groups of one ``tree_id`` whose prefixes nest into one unit; else one sample per unit."""
+    if not (samples and all(s.prefix_len > 0 for s in samples)):
+        return [[s] for s in samples], False
+    groups: dict[str, Unit] = {}
+    for sample in samples:
+        groups.setdefault(sample.group_id, []).append(sample)
+    if not trees:
         return list(groups.values()), True
-    return [[s] for s in samples], False
+    by_tree: dict[str, list[Unit]] = {}
+    for key, group in groups.items():
+        tree = group[0].tree_id
+        by_tree.setdefault(key if tree is None else f"tree:{tree}", []).append(group)
+    units: list[Unit] = []
+    for members in by_tree.values():
+        members.sort(key=prefix_len)
+        if _nested(members):
+            units.append([s for group in members for s in group])
+        else:  # not a chain of prefixes after all: each group runs its own prefix, as without trees
+            units += members
+    return units, True
 
 
 def padded_tokens(units: list[Unit], grouped: bool) -> int:
@@ -38,7 +66,7 @@ def padded_tokens(units: list[Unit], grouped: bool) -> int:
     if not units:
         return 0
     if grouped:
-        prefix = max(u[0].prefix_len for u in units)
+        prefix = max(prefix_len(u) for u in units)
         continuation = max(len(s.token_ids) - s.prefix_len for u in units for s in u)
         return len(units) * prefix + sum(len(u) for u in units) * continuation
     return len(units) * max(len(u[0].token_ids) for u in units)
@@ -49,7 +77,7 @@ def pack_micro_batches(units: list[Unit], grouped: bool, max_tokens: int | None,
     alone), or ``max_units`` units each when ``max_tokens`` is None. Units are sorted by length first."""
     if max_tokens is None:
         return [units[i:i + max_units] for i in range(0, len(units), max_units)]
-    ordered = sorted(units, key=lambda u: (u[0].prefix_len, max(len(s.token_ids) for s in u)))
+    ordered = sorted(units, key=lambda u: (prefix_len(u), max(len(s.token_ids) for s in u)))
     micros: list[list[Unit]] = []
     current: list[Unit] = []
     for unit in ordered:
@@ -65,7 +93,8 @@ def pack_micro_batches(units: list[Unit], grouped: bool, max_tokens: int | None,
 @dataclass
 class MicroTensors:
     """One forward pass. Full trajectories: rows are whole sequences. Groups: rows are continuations after their
-    group's prefix (``prefix_ids`` (G, P) right-padded, ``prefix_lens`` (G,), ``group_of`` (N,))."""
+    unit's prefix (``prefix_ids`` (G, P) right-padded, ``prefix_lens`` (G,), ``group_of`` (N,)), each from its own
+    length (``row_prefix_lens``: a tree's steps continue from different points of its one prefix)."""
 
     input_ids: torch.Tensor  # (N, L)
     attention_mask: torch.Tensor  # (N, L)
@@ -76,11 +105,12 @@ class MicroTensors:
     prefix_ids: torch.Tensor | None = None
     prefix_lens: torch.Tensor | None = None
     group_of: torch.Tensor | None = None
+    row_prefix_lens: torch.Tensor | None = None  # (N,): how much of its unit's prefix each row continues
 
     def to(self, device: torch.device | str) -> MicroTensors:
         return MicroTensors(*(t.to(device) if t is not None else None for t in (
             self.input_ids, self.attention_mask, self.target_mask, self.old_logprobs, self.advantages,
-            self.ref_logprobs, self.prefix_ids, self.prefix_lens, self.group_of)))
+            self.ref_logprobs, self.prefix_ids, self.prefix_lens, self.group_of, self.row_prefix_lens)))
 
 
 def _padded(rows: list[list[float]], width: int) -> torch.Tensor:
@@ -106,10 +136,12 @@ def micro_tensors(units: list[Unit], grouped: bool, pad_id: int) -> MicroTensors
                            ref_logprobs=_padded(rows("ref_logprobs"), width) if has_ref else None)
     if grouped:  # the first continuation token is predicted by the prefix, so it is a target too
         target_mask[:, 0] = torch.tensor([s.loss_mask[a] for s, a in zip(samples, starts, strict=True)])
-        prefixes = [unit[0].token_ids[:unit[0].prefix_len] for unit in units]
+        longest = [max(unit, key=lambda s: s.prefix_len) for unit in units]
+        prefixes = [sample.token_ids[:sample.prefix_len] for sample in longest]
         tensors.prefix_ids, _, _ = pad_batch(prefixes, [[False] * len(p) for p in prefixes], pad_id)
         tensors.prefix_lens = torch.tensor([len(p) for p in prefixes], dtype=torch.long)
         tensors.group_of = torch.tensor([g for g, unit in enumerate(units) for _ in unit], dtype=torch.long)
+        tensors.row_prefix_lens = torch.tensor(starts, dtype=torch.long)
     return tensors
 
 

@@ -74,12 +74,15 @@ def _is_checkpointing(model: PreTrainedModel) -> bool:
 def grouped_token_logprobs(model: PreTrainedModel, prefix_ids: torch.Tensor, input_ids: torch.Tensor,
                            target_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False,
                            prefix_lens: torch.Tensor | None = None,
-                           group_of: torch.Tensor | None = None) -> TokenLogprobs:
+                           group_of: torch.Tensor | None = None,
+                           row_prefix_lens: torch.Tensor | None = None) -> TokenLogprobs:
     """Log-probs of the continuations of G shared prefixes, running each prefix once, all groups in one pass.
 
     prefix_ids: (G, P), right-padded; prefix_lens: (G,) real lengths (default: all P). input_ids: (N, C), the N
     continuations, right-padded; target_mask: (N, C); group_of: (N,) the prefix each continuation extends (default:
-    one group, G = 1). Returns (N, C).
+    one group, G = 1). row_prefix_lens: (N,) how much of its prefix each continuation follows (default: all of it,
+    ``prefix_lens[group_of]``): SLATE's steps of one question have nested prefixes, so one prefix — the longest —
+    serves all of them, each step's candidates continuing from its own length (tree packing). Returns (N, C).
     Each prefix's KV cache is gathered once per continuation inside the autograd graph, so the gradient through a
     prefix is the sum over its siblings — exactly what N separate forward passes over prefix + continuation give,
     for about 1/k of the prefix compute (SLATE's k candidates share everything but their last step). Prefix padding
@@ -93,20 +96,21 @@ def grouped_token_logprobs(model: PreTrainedModel, prefix_ids: torch.Tensor, inp
         prefix_lens = torch.full((groups,), width, dtype=torch.long, device=device)
     if group_of is None:
         group_of = torch.zeros(n, dtype=torch.long, device=device)
-    positions = prefix_lens[group_of][:, None] + torch.arange(cont_width, device=device)[None]  # (N, C)
+    if row_prefix_lens is None:
+        row_prefix_lens = prefix_lens[group_of]
+    positions = row_prefix_lens[:, None] + torch.arange(cont_width, device=device)[None]  # (N, C)
     if model.training and torch.is_grad_enabled() and _is_checkpointing(model):
         # Gradient checkpointing drops the KV cache inside each layer, so the prefix cannot be shared: run the N
         # whole sequences instead (same log-probs, k times the prefix compute; memory is what checkpointing buys).
-        lens, owners = prefix_lens.tolist(), group_of.tolist()
-        rows = [prefix_ids[g, :lens[g]].tolist() + input_ids[i].tolist() for i, g in enumerate(owners)]
-        masks = [[False] * lens[g] + target_mask[i].tolist() for i, g in enumerate(owners)]
+        lens, owners = row_prefix_lens.tolist(), group_of.tolist()
+        rows = [prefix_ids[g, :lens[i]].tolist() + input_ids[i].tolist() for i, g in enumerate(owners)]
+        masks = [[False] * lens[i] + target_mask[i].tolist() for i, g in enumerate(owners)]
         full_ids, full_attention, full_mask = (t.to(device) for t in pad_batch(rows, masks, pad_id=0))
         out = token_logprobs(model, full_ids, full_attention, full_mask, temperature, with_entropy)
         return TokenLogprobs(out.logprobs.gather(1, positions),
                              out.entropy.gather(1, positions) if out.entropy is not None else None)
     decoder = model.get_decoder()
-    padded = bool((prefix_lens < width).any())
-    prefix_mask = (torch.arange(width, device=device)[None] < prefix_lens[:, None]).long()  # (G, P)
+    padded = bool((row_prefix_lens < width).any())
     # right padding under a causal mask: no real token attends to a pad, so the prefix needs no padding mask
     prefix_out = decoder(input_ids=prefix_ids, use_cache=True)
     cache = _cache_of(prefix_out)
@@ -116,13 +120,14 @@ def grouped_token_logprobs(model: PreTrainedModel, prefix_ids: torch.Tensor, inp
         cache.batch_select_indices(group_of)
     cache_kwarg = "cache" if "cache" in prefix_out else "past_key_values"
     attention = None
-    if padded:  # the continuations must not see their prefix's padding
-        attention = torch.cat([prefix_mask[group_of], prefix_mask.new_ones((n, cont_width))], dim=1)
+    if padded:  # a continuation sees its own part of its prefix, not the padding or a later step's tokens
+        seen = (torch.arange(width, device=device)[None] < row_prefix_lens[:, None]).long()  # (N, P)
+        attention = torch.cat([seen, seen.new_ones((n, cont_width))], dim=1)
     continuation = decoder(input_ids=input_ids, position_ids=positions, attention_mask=attention, use_cache=False,
                            **{cache_kwarg: cache})
     # a prefix's last real state predicts its continuations' first token; state t of a continuation predicts t + 1
-    last_prefix = prefix_out.last_hidden_state[torch.arange(groups, device=device), prefix_lens - 1]  # (G, H)
-    hidden = torch.cat([last_prefix[group_of][:, None], continuation.last_hidden_state[:, :-1]], dim=1)  # (N, C, H)
+    last_prefix = prefix_out.last_hidden_state[group_of, row_prefix_lens - 1]  # (N, H)
+    hidden = torch.cat([last_prefix[:, None], continuation.last_hidden_state[:, :-1]], dim=1)  # (N, C, H)
     logits = model.get_output_embeddings()(hidden[target_mask])  # (M, V), M = trained tokens
     return _scatter_logprobs(logits, input_ids[target_mask], target_mask, temperature, with_entropy)
 

@@ -58,13 +58,15 @@ class PolicyLogprobs(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor,
                 prefix_ids: torch.Tensor | None = None, prefix_lens: torch.Tensor | None = None,
-                group_of: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                group_of: torch.Tensor | None = None,
+                row_prefix_lens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if prefix_ids is None:
             out = token_logprobs(self.model, input_ids, attention_mask, target_mask, self.temperature,
                                  with_entropy=True)
         else:
             out = grouped_token_logprobs(self.model, prefix_ids, input_ids, target_mask, self.temperature,
-                                         with_entropy=True, prefix_lens=prefix_lens, group_of=group_of)
+                                         with_entropy=True, prefix_lens=prefix_lens, group_of=group_of,
+                                         row_prefix_lens=row_prefix_lens)
         assert out.entropy is not None
         return out.logprobs, out.entropy
 
@@ -291,12 +293,13 @@ class Trainer:
         tc = self.config.trainer
         if not samples:
             raise TrainingError("the sampler produced no training samples; check rollout.max_steps and the data.")
-        units, grouped = make_units(samples)
+        units, grouped = make_units(samples, trees=tc.tree_packing)
         start = time.perf_counter()
         self._fill_reference_logprobs(units, grouped)
         reference_s = time.perf_counter() - start
-        group_size = self.config.rollout.group_size
-        units_per_minibatch = max(1, tc.minibatch_size // group_size) if grouped else tc.minibatch_size
+        # about minibatch_size samples per optimizer step, in whole units (a unit's samples share one forward)
+        mean_unit = len(samples) / len(units)
+        units_per_minibatch = max(1, int(tc.minibatch_size // mean_unit)) if grouped else tc.minibatch_size
         num_minibatches = self._max_over_processes(max(1, math.ceil(len(units) / units_per_minibatch)))
         self._last_unit = units[0]
         sums: dict[str, float] = {"loss/policy": 0.0, "loss/kl": 0.0, "loss/clip_frac": 0.0, "policy/entropy": 0.0,
@@ -342,7 +345,8 @@ class Trainer:
                 batch = micro_tensors(micro, grouped, self.policy.pad_token_id).to(device)
                 if grouped:
                     out = grouped_token_logprobs(model, batch.prefix_ids, batch.input_ids, batch.target_mask,
-                                                 temperature, prefix_lens=batch.prefix_lens, group_of=batch.group_of)
+                                                 temperature, prefix_lens=batch.prefix_lens, group_of=batch.group_of,
+                                                 row_prefix_lens=batch.row_prefix_lens)
                 else:
                     out = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.target_mask, temperature)
                 for sample, values in zip([s for u in micro for s in u], scatter_rows(out.logprobs, micro, grouped),
@@ -402,7 +406,8 @@ class Trainer:
             sync = acc.no_sync(self.module) if micro < micro_steps - 1 else contextlib.nullcontext()
             with sync:
                 logprobs, entropy = self.module(batch.input_ids, batch.attention_mask, batch.target_mask,
-                                                batch.prefix_ids, batch.prefix_lens, batch.group_of)
+                                                batch.prefix_ids, batch.prefix_lens, batch.group_of,
+                                                batch.row_prefix_lens)
                 out = policy_loss(logprobs, batch.old_logprobs, batch.ref_logprobs, batch.advantages,
                                   batch.target_mask, ac.clip_eps, ac.kl_coef, ac.token_aggregation)
                 acc.backward(out.loss * weight)
