@@ -3,6 +3,7 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from slate.trainer import forward
 from slate.trainer.forward import grouped_token_logprobs, pad_batch, token_logprobs
 
 
@@ -25,6 +26,25 @@ def test_selective_head_matches_the_full_head() -> None:
     logits = model(input_ids=input_ids).logits[0, 2] / 0.7
     torch.testing.assert_close(fast.logprobs[0, 3], torch.log_softmax(logits, -1)[6], atol=1e-5, rtol=0)
     assert fast.logprobs[1, 3].item() == 0.0 and not target_mask[1, 3]  # padding is never a target
+
+
+def test_head_in_chunks_equals_the_head_at_once(monkeypatch) -> None:
+    model = _model()
+    ids = [[3, 4, 5, 6, 7, 9, 11], [8, 9, 10, 12]]
+    masks = [[False, True, True, True, True, True, True], [False, True, True, True]]
+    input_ids, attention_mask, target_mask = pad_batch(ids, masks, pad_id=0)
+
+    def run() -> tuple[torch.Tensor, ...]:
+        model.zero_grad()
+        out = token_logprobs(model, input_ids, attention_mask, target_mask, temperature=0.9, with_entropy=True)
+        out.logprobs.sum().backward()
+        return out.logprobs.detach(), out.entropy, model.lm_head.weight.grad.clone()
+
+    whole = run()
+    monkeypatch.setattr(forward, "HEAD_CHUNK_ROWS", 2)  # 9 trained tokens: chunks of 2, 2, 2, 2, 1
+    chunked = run()
+    for a, b in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
 def test_shared_prefix_forward_equals_separate_forwards_values_and_gradients() -> None:
