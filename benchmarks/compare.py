@@ -79,13 +79,31 @@ def metrics_point(metrics: dict) -> dict:
     return curve_point(metrics["rollout/policy_tokens_total"], metrics["eval/em"], hops)
 
 
+def parse_learning_rates(pairs: list[str]) -> dict[str, float]:
+    """``["slate=5e-5", …]`` → {"slate": 5e-05, …}; an unknown arm or a value that is not a positive number is an
+    error naming it."""
+    rates: dict[str, float] = {}
+    for pair in pairs:
+        arm, _, value = pair.partition("=")
+        if arm not in ARMS:
+            raise SystemExit(f"--lr {pair}: unknown arm {arm!r}; arms: {', '.join(ARMS)}")
+        try:
+            rates[arm] = float(value)
+        except ValueError:
+            raise SystemExit(f"--lr {pair}: {value!r} is not a number") from None
+        if not rates[arm] > 0:
+            raise SystemExit(f"--lr {pair}: the learning rate must be positive")
+    return rates
+
+
 def run_arm(name: str, seed: int, args: argparse.Namespace, retriever, world: Path, sft_dir: Path,
             out: Path, start: dict) -> dict:
     preset, extra = ARMS[name]
     overrides = [f"world.dir={world}", f"trainer.seed={seed}", "trainer.steps=100000",
                  f"trainer.token_budget={args.token_budget}", f"trainer.eval_every={args.eval_every}",
                  f"trainer.eval_questions={args.dev_questions}", f"trainer.checkpoint_every={args.checkpoint_every}",
-                 *extra, *args.override]
+                 *extra, *args.override,
+                 *([f"trainer.lr={args.lr_of[name]}"] if name in args.lr_of else [])]
     config = load_config(preset, overrides)
     run_dir = out / f"{name}_seed{seed}"
     start = time.perf_counter()
@@ -129,8 +147,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=Path, default=None, help="a second SFT checkpoint (another policy size)")
     parser.add_argument("--quick", action="store_true", help="one seed, 60k tokens, searchr1/slate/continued_sft")
     parser.add_argument("--replot", action="store_true", help="only redraw compare_curves.png from compare.json")
+    parser.add_argument("--lr", action="append", default=[], metavar="ARM=LR",
+                        help="the learning rate of one arm, as picked by the sweep (docs/experiments.md); repeat "
+                             "per arm. Arms without one keep their preset's trainer.lr.")
     parser.add_argument("override", nargs="*", help="dotted overrides for every RL arm")
     args = parser.parse_args()
+    args.lr_of = parse_learning_rates(args.lr)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.replot:
         replot(args.out)

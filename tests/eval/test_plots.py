@@ -109,3 +109,11 @@ def test_curve_points_from_the_trainer_metrics_and_the_start() -> None:
     assert compare.metrics_point(metrics) == {"tokens": 1234.0, "em": 0.25, "em_by_hops": {"1": 0.5, "3": 0.0}}
     start = {"em": 0.2, "n": 10, "by_hops": {1: {"em": 0.4, "n": 5}, 2: {"em": 0.0, "n": 5}}}
     assert compare.start_point(start) == {"tokens": 0.0, "em": 0.2, "em_by_hops": {"1": 0.4, "2": 0.0}}
+
+
+def test_per_arm_learning_rates_parse_and_refuse_garbage() -> None:
+    parse = _compare_module().parse_learning_rates
+    assert parse(["slate=5e-5", "searchr1=0.0001"]) == {"slate": 5e-05, "searchr1": 0.0001}
+    for bad, message in (("slat=1e-4", "unknown arm"), ("slate=fast", "not a number"), ("slate=0", "positive")):
+        with pytest.raises(SystemExit, match=message):
+            parse([bad])
