@@ -56,11 +56,15 @@ def test_batch_arithmetic_by_hand() -> None:
     assert _row(plan, "batch", "optimizer steps per RL step").startswith("10 ")
     # policy tokens: 48 episodes x (3 steps + the forced answer) x 10 tokens = 1,920
     assert _row(plan, "batch", "policy tokens per step").startswith("≤ 1,920 ")
-    slate = build_plan(config.model_copy(update={"trainer": config.trainer.model_copy(update={"method": "slate"})}),
-                       launched_processes=2)
+    slate = build_plan(config.model_copy(update={"trainer": config.trainer.model_copy(update={
+        "method": "slate", "tree_packing": False})}), launched_processes=2)
     # 12 questions x 4 steps = 48 groups, 24 per process; 5 // 4 = 1 group per minibatch -> 24 x 2 epochs = 48
     assert _row(slate, "batch", "optimizer steps per RL step").startswith("≤ 48 ")
     assert _row(slate, "batch", "samples per step").startswith("≤ 192 ")
+    trees = build_plan(config.model_copy(update={"trainer": config.trainer.model_copy(update={"method": "slate"})}),
+                       launched_processes=2)
+    # tree packing: 6 questions per process, each up to 4 x 4 = 16 samples > 5: one per minibatch -> 6 x 2 = 12
+    assert _row(trees, "batch", "optimizer steps per RL step").startswith("≤ 12 ")
 
 
 def test_plan_refuses_more_processes_than_launched(monkeypatch: pytest.MonkeyPatch) -> None:

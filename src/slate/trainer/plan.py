@@ -6,7 +6,9 @@ retriever, judge) and an estimate of the memory per GPU. The arithmetic follows 
 - full-trajectory methods (searchr1, stepsearch, slate_full): Q questions × k episodes = Q·k samples per step; each
   process trains on its Q·k/N and takes ``update_epochs × ⌈(Q·k/N) / minibatch_size⌉`` optimizer steps.
 - truncated methods (slate, slate_em): one group of k one-step candidates per (question, step) until the answer,
-  so at most Q·(B+1) groups and Q·(B+1)·k samples; a minibatch holds ``minibatch_size // k`` groups.
+  so at most Q·(B+1) groups and Q·(B+1)·k samples; a minibatch holds ``minibatch_size // k`` groups, or with
+  ``trainer.tree_packing`` whole questions (their nested steps share one prefix forward): at least
+  ``minibatch_size // ((B+1)·k)`` of them, and at least one.
 
 Memory per GPU (an estimate, bytes; w = bytes per weight, 2 for bfloat16):
   weights P·w (+ P·w for a separate reference model when training all parameters with a KL term),
@@ -161,8 +163,12 @@ def build_plan(config: RunConfig, init: Path | None = None, world: Path | None =
     sequence = prompt_tokens + steps_per_episode * rc.max_step_tokens + rc.max_steps * rc.max_information_tokens
     if truncated:
         samples = q * steps_per_episode * k
-        units_per_process = math.ceil(q * steps_per_episode / processes)
-        per_minibatch = max(1, tc.minibatch_size // k)
+        if tc.tree_packing:  # units are questions of up to steps_per_episode · k samples
+            units_per_process = math.ceil(q / processes)
+            per_minibatch = max(1, tc.minibatch_size // (steps_per_episode * k))
+        else:
+            units_per_process = math.ceil(q * steps_per_episode / processes)
+            per_minibatch = max(1, tc.minibatch_size // k)
         forward_batch = k
         plan.add("batch", "questions × k", f"{q} × {k}; at most {steps_per_episode} groups of {k} per question "
                                            f"(B = {rc.max_steps} + the answer step)")
