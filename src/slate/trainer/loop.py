@@ -40,6 +40,7 @@ from slate.retrieval.failures import check_retrieval_failures
 from slate.rollout.engine import RolloutEngine
 from slate.rollout.policy import Policy, load_policy
 from slate.rollout.samplers import Sample, SampledBatch
+from slate.runtime import describe_cpu
 from slate.trainer import checkpoint, faults
 from slate.trainer.batching import Unit, make_units, micro_tensors, pack_micro_batches, scatter_rows
 from slate.trainer.forward import enable_checkpointing, grouped_token_logprobs, token_logprobs
@@ -144,6 +145,8 @@ class Trainer:
         random.seed(tc.seed)
         np.random.seed(tc.seed)
         torch.manual_seed(tc.seed)
+        if acc.device.type == "cpu" and acc.is_main_process:  # this project's CPUs differ: say what this one has
+            logger.info("CPU: %s", ", ".join(f"{key} {value}" for key, value in describe_cpu().items()))
         self.policy = load_policy(config.model, init)
         if config.model.gradient_checkpointing:
             enable_checkpointing(self.policy.model)
