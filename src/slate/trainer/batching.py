@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from slate.rollout.samplers import Sample
-from slate.trainer.forward import pad_batch
+from slate.trainer.forward import grouped_token_logprobs, pad_batch, token_logprobs
 
 Unit = list[Sample]
 
@@ -154,4 +154,23 @@ def scatter_rows(values: torch.Tensor, units: list[Unit], grouped: bool) -> list
     for sample, row in zip(samples, rows, strict=True):
         start = sample.prefix_len if grouped else 0
         out.append([0.0] * start + row[: len(sample.token_ids) - start])
+    return out
+
+
+@torch.no_grad()
+def packed_logprobs(model: torch.nn.Module, micros: list[list[Unit]], grouped: bool, pad_id: int,
+                    temperature: float, device: torch.device | str) -> list[tuple[Sample, list[float]]]:
+    """Every sample's per-token log-probs under ``model`` (0 where it is not trained, aligned with its ids), one
+    packed no-grad forward per micro-batch: the reference's log-probs and a server check use the same passes."""
+    out: list[tuple[Sample, list[float]]] = []
+    for micro in micros:
+        batch = micro_tensors(micro, grouped, pad_id).to(device)
+        if grouped:
+            values = grouped_token_logprobs(model, batch.prefix_ids, batch.input_ids, batch.target_mask,
+                                            temperature, prefix_lens=batch.prefix_lens, group_of=batch.group_of,
+                                            row_prefix_lens=batch.row_prefix_lens).logprobs
+        else:
+            values = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.target_mask,
+                                    temperature).logprobs
+        out += zip([s for unit in micro for s in unit], scatter_rows(values, micro, grouped), strict=True)
     return out

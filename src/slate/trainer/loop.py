@@ -42,7 +42,7 @@ from slate.rollout.policy import Policy, load_policy
 from slate.rollout.samplers import Sample, SampledBatch
 from slate.runtime import describe_cpu
 from slate.trainer import checkpoint, faults
-from slate.trainer.batching import Unit, make_units, micro_tensors, pack_micro_batches, scatter_rows
+from slate.trainer.batching import Unit, make_units, micro_tensors, pack_micro_batches, packed_logprobs
 from slate.trainer.forward import enable_checkpointing, grouped_token_logprobs, token_logprobs
 from slate.trainer.metrics import MetricLogger
 
@@ -344,17 +344,9 @@ class Trainer:
         was_training = model.training
         model.eval()
         with adapter_off:  # LoRA: the frozen base model is the reference
-            for micro in self._micro_batches(units, grouped):
-                batch = micro_tensors(micro, grouped, self.policy.pad_token_id).to(device)
-                if grouped:
-                    out = grouped_token_logprobs(model, batch.prefix_ids, batch.input_ids, batch.target_mask,
-                                                 temperature, prefix_lens=batch.prefix_lens, group_of=batch.group_of,
-                                                 row_prefix_lens=batch.row_prefix_lens)
-                else:
-                    out = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.target_mask, temperature)
-                for sample, values in zip([s for u in micro for s in u], scatter_rows(out.logprobs, micro, grouped),
-                                          strict=True):
-                    sample.ref_logprobs = values
+            for sample, values in packed_logprobs(model, self._micro_batches(units, grouped), grouped,
+                                                  self.policy.pad_token_id, temperature, device):
+                sample.ref_logprobs = values
         model.train(was_training)
 
     def _optimizer_step(self, micros: list[list[Unit]], micro_steps: int, grouped: bool) -> dict[str, float] | None:

@@ -31,7 +31,7 @@ from slate.rollout.engine import RolloutEngine
 from slate.rollout.samplers import Sample
 from slate.rollout.vllm_backend import PolicyServer, VllmGenerator
 from slate.rollout.weight_sync import FullSync, LoraSync
-from slate.trainer.forward import grouped_token_logprobs, pad_batch, token_logprobs
+from slate.trainer.batching import make_units, pack_micro_batches, packed_logprobs
 
 logger = logging.getLogger(__name__)
 GAP_WARNING = 0.05  # nats: float32 on both sides gives ~1e-7; a dtype or sampler mismatch gives far more
@@ -63,39 +63,15 @@ def logprob_gap(server: list[list[float]], trainer: list[list[float]],
     return sum(diffs) / len(diffs), max(diffs)
 
 
-@torch.no_grad()
 def policy_logprobs(model: torch.nn.Module, samples: list[Sample], temperature: float, micro_batch_size: int,
-                    pad_id: int, device: torch.device) -> list[list[float]]:
-    """Each sample's per-token log-probs under ``model`` (0 where its loss mask is False), aligned with its ids.
-    Siblings that share a prefix (SLATE) run it once; whole trajectories go ``micro_batch_size`` at a time."""
-    out: list[list[float]] = [[0.0] * len(s.token_ids) for s in samples]
-    grouped: dict[tuple[str, int], list[int]] = {}
-    single: list[int] = []
-    for index, sample in enumerate(samples):
-        if sample.prefix_len > 0:
-            grouped.setdefault((sample.group_id, sample.prefix_len), []).append(index)
-        else:
-            single.append(index)
-    for (_, prefix_len), members in grouped.items():
-        chunk = [samples[i] for i in members]
-        input_ids, _, target_mask = pad_batch([s.token_ids[prefix_len:] for s in chunk],
-                                              [s.loss_mask[prefix_len:] for s in chunk], pad_id)
-        target_mask[:, 0] = torch.tensor([s.loss_mask[prefix_len] for s in chunk])  # predicted by the prefix
-        prefix = torch.tensor([chunk[0].token_ids[:prefix_len]], dtype=torch.long, device=device)
-        values = grouped_token_logprobs(model, prefix, input_ids.to(device), target_mask.to(device),
-                                        temperature).logprobs.cpu()
-        for row, i in enumerate(members):
-            width = len(samples[i].token_ids) - prefix_len
-            out[i][prefix_len:] = values[row, :width].tolist()
-    for begin in range(0, len(single), micro_batch_size):
-        members = single[begin:begin + micro_batch_size]
-        input_ids, attention_mask, target_mask = pad_batch([samples[i].token_ids for i in members],
-                                                           [samples[i].loss_mask for i in members], pad_id)
-        values = token_logprobs(model, input_ids.to(device), attention_mask.to(device), target_mask.to(device),
-                                temperature).logprobs.cpu()
-        for row, i in enumerate(members):
-            out[i] = values[row, :len(samples[i].token_ids)].tolist()
-    return out
+                    pad_id: int, device: torch.device, micro_batch_tokens: int | None = None) -> list[list[float]]:
+    """Each sample's per-token log-probs under ``model`` (0 where its loss mask is False), aligned with its ids, in
+    the update's packed passes (``trainer/batching.py``): siblings that share a prefix run it once."""
+    units, grouped = make_units(samples)
+    micros = pack_micro_batches(units, grouped, micro_batch_tokens, 1 if grouped else micro_batch_size)
+    by_sample = {id(sample): values for sample, values in packed_logprobs(model, micros, grouped, pad_id,
+                                                                           temperature, device)}
+    return [by_sample[id(sample)] for sample in samples]
 
 
 class ServerRollouts:
@@ -144,8 +120,9 @@ class ServerRollouts:
         versions = [s.policy_version for s in samples]
         check_policy_versions(versions, trained_version, rc.max_staleness)
         start = time.perf_counter()
-        trainer_values = policy_logprobs(model, samples, rc.temperature, self.config.trainer.micro_batch_size,
-                                         self.pad_id, self.device)
+        tc = self.config.trainer
+        trainer_values = policy_logprobs(model, samples, rc.temperature, tc.micro_batch_size, self.pad_id,
+                                         self.device, tc.micro_batch_tokens)
         gap, worst = logprob_gap([s.old_logprobs for s in samples], trainer_values, [s.loss_mask for s in samples])
         if gap > GAP_WARNING:
             logger.warning("rollout/logprob_gap %.3f nats (max %.3f) at policy version %d: the servers and the trainer "
