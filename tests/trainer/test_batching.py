@@ -82,19 +82,20 @@ def _unbatched(trainer: Trainer, samples: list[Sample]) -> tuple[float, list[tor
     return loss_total, grads
 
 
-@pytest.mark.parametrize("method", ["searchr1", "slate"])
+@pytest.mark.parametrize(("method", "trees"), [("searchr1", False), ("slate", False), ("slate", True)])
 def test_packed_update_equals_unbatched_loss_and_gradient(tiny_world: Path, tiny_policy_dir: Path, tmp_path: Path,
-                                                          method: str) -> None:
+                                                          method: str, trees: bool) -> None:
     trainer = _trainer(tiny_world, tiny_policy_dir, tmp_path, method)
+    trainer.config.trainer.tree_packing = trees
     records = read_qa_jsonl(tiny_world / "train.jsonl")[:4]
     samples = trainer.sampler.sample(records).samples
     for i, sample in enumerate(samples):  # a spread of advantages and off-policy ratios, so every term is live
         sample.advantages = [(0.3 * (i % 5) - 0.6) if m else 0.0 for m in sample.loss_mask]
         sample.old_logprobs = [lp - 0.05 * (i % 3) if m else 0.0 for lp, m in zip(sample.old_logprobs,
                                                                                    sample.loss_mask, strict=True)]
-    units, grouped = make_units(samples)
+    units, grouped = make_units(samples, trees=trees)
     assert grouped == (method == "slate")
-    if grouped:  # tree packing: a question's steps are one unit, each step continuing from its part of one prefix
+    if trees:  # tree packing: a question's steps are one unit, each step continuing from its part of one prefix
         assert any(len({s.prefix_len for s in unit}) > 1 for unit in units)
         # a budget that fits the two first units (in packing order) together, so trees of different prefixes share
         # a pass and there is more than one pass
@@ -128,7 +129,7 @@ def test_tree_units_of_nested_prefixes_by_hand() -> None:
     for sample in (*step1, *step2):
         sample.tree_id = "q"
     other[0].tree_id = "r"
-    units, grouped = make_units([*step2, *other, *step1])
+    units, grouped = make_units([*step2, *other, *step1], trees=True)
     assert grouped and [len(u) for u in units] == [4, 1] and prefix_len(units[0]) == 5
     batch = micro_tensors(units, grouped, pad_id=0)
     assert batch.prefix_ids.tolist() == [[1, 2, 3, 7, 8], [4, 5, 6, 6, 0]]  # the longest prefix of each tree
@@ -138,5 +139,5 @@ def test_tree_units_of_nested_prefixes_by_hand() -> None:
     assert padded_tokens(units, grouped) == 2 * 5 + 5 * 2
     # prefixes that do not nest stay separate groups; without trees every group is its own unit
     step2[0].token_ids[1] = step2[1].token_ids[1] = 99
+    assert [len(u) for u in make_units([*step1, *step2], trees=True)[0]] == [2, 2]
     assert [len(u) for u in make_units([*step1, *step2])[0]] == [2, 2]
-    assert [len(u) for u in make_units([*step1, *step2], trees=False)[0]] == [2, 2]

@@ -61,8 +61,8 @@ def test_batch_arithmetic_by_hand() -> None:
     # 12 questions x 4 steps = 48 groups, 24 per process; 5 // 4 = 1 group per minibatch -> 24 x 2 epochs = 48
     assert _row(slate, "batch", "optimizer steps per RL step").startswith("≤ 48 ")
     assert _row(slate, "batch", "samples per step").startswith("≤ 192 ")
-    trees = build_plan(config.model_copy(update={"trainer": config.trainer.model_copy(update={"method": "slate"})}),
-                       launched_processes=2)
+    trees = build_plan(config.model_copy(update={"trainer": config.trainer.model_copy(update={
+        "method": "slate", "tree_packing": True})}), launched_processes=2)
     # tree packing: 6 questions per process, each up to 4 x 4 = 16 samples > 5: one per minibatch -> 6 x 2 = 12
     assert _row(trees, "batch", "optimizer steps per RL step").startswith("≤ 12 ")
 

@@ -37,7 +37,7 @@ def _nested(groups: list[Unit]) -> bool:
     return all(g[0].token_ids[:g[0].prefix_len] == longest.token_ids[:g[0].prefix_len] for g in groups[:-1])
 
 
-def make_units(samples: list[Sample], trees: bool = True) -> tuple[list[Unit], bool]:
+def make_units(samples: list[Sample], trees: bool = False) -> tuple[list[Unit], bool]:
     """Group samples sharing a prefix (every sample has ``prefix_len > 0``) by ``group_id``, then, with ``trees``,
     the groups of one ``tree_id`` whose prefixes nest into one unit; else one sample per unit."""
     if not (samples and all(s.prefix_len > 0 for s in samples)):
