@@ -18,6 +18,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from slate.judge.openai_backend import OpenAIJudge
+
 STALL_S = 1.5
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 EMPTY_BODY = "<an HTTP 200 with an empty body>"
@@ -162,3 +164,13 @@ def keyword_judge(body: dict[str, Any]) -> tuple[int, str | None, float]:
         good[int(number)] = good.get(int(number), False) or "GOOD" in text
     lines = [f'Candidate {n}. <score candidate="{n}">{1 if g else -1}</score>' for n, g in sorted(good.items())]
     return 200, "\n".join(lines), 0.0
+
+
+def make_judge(server: ScriptedChatServer, mode: str, **overrides: Any) -> OpenAIJudge:
+    """An OpenAI-protocol judge in ``mode`` against ``server``, with short retries (the key is in
+    ``SLATE_TEST_JUDGE_KEY``, which the tests set)."""
+    kwargs: dict[str, Any] = {"model": "judge-model", "base_url": server.base_url, "mode": mode,
+                              "api_key_env": "SLATE_TEST_JUDGE_KEY", "max_retries": 1, "retry_base_delay_s": 0.01,
+                              "timeout_s": 10.0, "max_concurrency": 8, "max_new_tokens": 64}
+    kwargs.update(overrides)
+    return OpenAIJudge(**kwargs)

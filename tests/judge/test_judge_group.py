@@ -4,6 +4,7 @@ import json
 import re
 from typing import Any
 
+import judge_chat_server
 import pytest
 from judge_chat_server import EMPTY_BODY, USAGE, ScriptedChatServer, keyword_judge, user_prompt
 
@@ -32,11 +33,7 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_judge(server: ScriptedChatServer, **overrides: Any) -> OpenAIJudge:
-    kwargs: dict[str, Any] = {"model": "judge-model", "base_url": server.base_url, "mode": "group",
-                              "api_key_env": "SLATE_TEST_JUDGE_KEY", "max_retries": 1, "retry_base_delay_s": 0.01,
-                              "timeout_s": 10.0, "max_concurrency": 8, "max_new_tokens": 64}
-    kwargs.update(overrides)
-    return OpenAIJudge(**kwargs)
+    return judge_chat_server.make_judge(server, **{"mode": "group", **overrides})
 
 
 def thinks(*texts: str) -> list[JudgeItem]:
