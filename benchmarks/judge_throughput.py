@@ -9,8 +9,9 @@
 3. Timed passes, on the first ``--rate-items`` items of the first sampler step (whole sibling groups), judged as
    training judges them: item mode sequentially (``max_concurrency=1``) and at concurrency 4, 8 and 16, each cold
    (no reply cache; the last one fills a cache); item mode at the best concurrency from that warm cache; group
-   mode (one request per sibling group and dimension) and group_steps mode (one per sibling group, all of the
-   step's dimensions), cold. Each pass reports the server's own usage counts.
+   mode (one request per sibling group and dimension), group_steps mode (one per sibling group, all of the
+   step's dimensions) and packed group_steps (``--prefixes-per-request`` prefixes of one action kind per request,
+   ``judge.max_prefixes_per_request``), cold. Each pass reports the server's own usage counts.
 4. Cost per RL step over *all* recorded items: the prompts each mode sends on a cold cache
    (``judge.group.planned_requests``), their tokens counted by the server's tokenizer plus the chat template's
    overhead (measured once from a real request's usage). Group fallbacks depend on the judge; the timed group pass
@@ -18,9 +19,10 @@
 
 Printed: a table of the passes, the ratios, and last one JSON line with ``concurrency_speedup`` (best concurrency
 with a warm cache over sequential items/s), ``cold_concurrency_speedup`` (best cold concurrency over sequential),
-``group_prompt_token_ratio`` (item-mode over group_steps-mode judge prompt tokens per RL step, counted),
+``group_prompt_token_ratio`` (item-mode over packed group_steps judge prompt tokens per RL step, counted),
+``group_steps_prompt_token_ratio`` (item over group_steps, one prefix per request),
 ``per_dimension_group_prompt_token_ratio`` (item over group mode), ``served_group_prompt_token_ratio`` (item over
-group_steps on the timed items, as served, fallbacks included) and the figures behind them. The machine is
+packed group_steps on the timed items, as served, fallbacks included) and the figures behind them. The machine is
 shared: the server runs one thread by default (two spinning threads on two busy cores were ten times slower).
 
     python benchmarks/judge_throughput.py --quick --server-python /path/to/venv-with-llama-cpp/bin/python
@@ -63,6 +65,7 @@ logger = logging.getLogger("judge_throughput")
 REPO = Path(__file__).resolve().parents[1]
 API_KEY_ENV = "SLATE_BENCH_JUDGE_KEY"
 MODES = ("item", "group", "group_steps")
+PACKED = "group_steps packed"  # group_steps with --prefixes-per-request prefixes per request
 
 
 class RecordingJudge:
@@ -180,11 +183,12 @@ def collect_batches(args: argparse.Namespace, work: Path) -> tuple[list[list[lis
 
 
 def judge_pass(name: str, batches: list[list[JudgeItem]], args: argparse.Namespace, base_url: str, mode: str,
-               concurrency: int, cache_path: Path | None) -> PassResult:
+               concurrency: int, cache_path: Path | None, max_prefixes: int = 1) -> PassResult:
     judge = OpenAIJudge(model=args.model, base_url=base_url, api_key_env=API_KEY_ENV,
                         max_new_tokens=args.max_new_tokens, max_concurrency=concurrency, max_retries=2,
                         retry_base_delay_s=0.5, timeout_s=900.0, cache=JudgeCache(cache_path) if cache_path else None,
-                        mode=mode, structured_output=args.structured_output)  # type: ignore[arg-type]
+                        mode=mode, structured_output=args.structured_output,  # type: ignore[arg-type]
+                        max_prefixes_per_request=max_prefixes)
     start = time.perf_counter()
     for batch in batches:
         judge.score(batch)
@@ -216,12 +220,12 @@ def template_overhead(base_url: str, model: str) -> int:
 
 
 def counted_prompt_tokens(per_step: list[list[list[JudgeItem]]], mode: str, base_url: str, model: str,
-                          overhead: int, structured: bool) -> tuple[float, float]:
+                          overhead: int, structured: bool, max_prefixes: int = 1) -> tuple[float, float]:
     """(requests, prompt tokens) per RL step on a cold cache without fallbacks, counted by the server's tokenizer."""
     requests = tokens = 0
     for batches in per_step:
         for batch in batches:
-            for messages in planned_requests(batch, mode, structured=structured):
+            for messages in planned_requests(batch, mode, structured=structured, max_prefixes=max_prefixes):
                 requests += 1
                 tokens += overhead + sum(count_tokens(base_url, model, m["content"]) for m in messages)
     return requests / len(per_step), tokens / len(per_step)
@@ -271,6 +275,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="server threads (1: the machine is shared)")
     parser.add_argument("--n-ctx", type=int, default=8192)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prefixes-per-request", type=int, default=4,
+                        help="packed group_steps: prefixes of one kind per request (judge.max_prefixes_per_request)")
     args = parser.parse_args()
     args.structured_output = None if args.structured_output == "none" else args.structured_output
     if args.quick:
@@ -298,13 +304,18 @@ def main() -> None:
         try:
             overhead = template_overhead(base_url, args.model)
             structured = args.structured_output is not None
+            packing = args.prefixes_per_request
             counted = {mode: counted_prompt_tokens(per_step, mode, base_url, args.model, overhead, structured)
                        for mode in MODES}
+            counted[PACKED] = counted_prompt_tokens(per_step, "group_steps", base_url, args.model, overhead,
+                                                    structured, packing)
             full = full_sibling_groups(per_step, args.k)
             full_items = sum(len(b) for step in full for b in step)
             if full_items:
                 counted.update({f"full {mode}": counted_prompt_tokens(full, mode, base_url, args.model, overhead,
                                                                       structured) for mode in MODES})
+                counted[f"full {PACKED}"] = counted_prompt_tokens(full, "group_steps", base_url, args.model,
+                                                                  overhead, structured, packing)
             passes = [judge_pass("item, sequential", timed, args, base_url, "item", 1, None)]
             cache = work / "judge_cache.sqlite"
             for concurrency in args.concurrency:
@@ -319,17 +330,19 @@ def main() -> None:
                                best.concurrency, None)
             step_group = judge_pass(f"group_steps, concurrency {best.concurrency}", timed, args, base_url,
                                     "group_steps", best.concurrency, None)
+            packed = judge_pass(f"group_steps, {packing} prefixes per request, concurrency {best.concurrency}", timed,
+                                args, base_url, "group_steps", best.concurrency, None, packing)
         finally:
             if server is not None:
                 server.terminate()
                 server.wait(timeout=30)
-    report(args, started, source, per_step, counted, [*passes, warm, group, step_group], passes[0], best, warm,
-           step_group)
+    report(args, started, source, per_step, counted, [*passes, warm, group, step_group, packed], passes[0], best,
+           warm, packed)
 
 
 def report(args: argparse.Namespace, started: datetime, source: dict, per_step: list,
            counted: dict[str, tuple[float, float]], passes: list[PassResult], sequential: PassResult,
-           best: PassResult, warm: PassResult, step_group: PassResult) -> None:
+           best: PassResult, warm: PassResult, packed: PassResult) -> None:
     steps = len(per_step)
     print(f"\nJudge throughput, {started:%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, CPU "
           f"capability {cpu_capability()}; judge SmolLM2-135M-Instruct (Q4_1 GGUF) on llama-cpp-python's server "
@@ -347,26 +360,33 @@ def report(args: argparse.Namespace, started: datetime, source: dict, per_step: 
     cold_speedup = best.items_per_s / sequential.items_per_s
     (item_calls, item_tokens), (group_calls, group_tokens) = counted["item"], counted["group"]
     step_calls, step_tokens = counted["group_steps"]
-    ratio = item_tokens / step_tokens
+    packed_calls, packed_tokens = counted[PACKED]
+    ratio = item_tokens / packed_tokens
     full = "full item" in counted
-    full_ratio = counted["full item"][1] / counted["full group_steps"][1] if full else float("nan")
+    full_ratio = counted["full item"][1] / counted[f"full {PACKED}"][1] if full else float("nan")
+    full_step_ratio = counted["full item"][1] / counted["full group_steps"][1] if full else float("nan")
     full_group_ratio = counted["full item"][1] / counted["full group"][1] if full else float("nan")
-    timed_ratio = sequential.prompt_tokens / step_group.prompt_tokens if step_group.prompt_tokens else float("nan")
+    timed_ratio = sequential.prompt_tokens / packed.prompt_tokens if packed.prompt_tokens else float("nan")
+    packing = args.prefixes_per_request
     print(f"\nconcurrency {best.concurrency} + warm cache over sequential: {speedup:.1f}x items/s; cold concurrency "
           f"{best.concurrency} over sequential: {cold_speedup:.2f}x")
     print(f"per RL step (all {source['items']} items, cold cache, counted by the server's tokenizer): item mode "
           f"{item_calls:.0f} requests, {item_tokens:.0f} prompt tokens; group mode {group_calls:.0f} requests, "
           f"{group_tokens:.0f} prompt tokens (ratio {item_tokens / group_tokens:.2f}); group_steps mode "
-          f"{step_calls:.0f} requests, {step_tokens:.0f} prompt tokens (ratio {ratio:.2f})")
+          f"{step_calls:.0f} requests, {step_tokens:.0f} prompt tokens (ratio {item_tokens / step_tokens:.2f}); "
+          f"group_steps with {packing} prefixes per request {packed_calls:.0f} requests, {packed_tokens:.0f} prompt "
+          f"tokens (ratio {ratio:.2f})")
     if full:
         print(f"prefixes whose {args.k} siblings were all valid and distinct only: item mode "
               f"{counted['full item'][0]:.0f} requests, {counted['full item'][1]:.0f} prompt tokens; group mode "
               f"{counted['full group'][0]:.0f} requests, {counted['full group'][1]:.0f} (ratio "
               f"{full_group_ratio:.2f}); group_steps mode {counted['full group_steps'][0]:.0f} requests, "
-              f"{counted['full group_steps'][1]:.0f} (ratio {full_ratio:.2f})")
-    print(f"timed items, as served (group fallbacks included): item {sequential.prompt_tokens:.0f} vs group_steps "
-          f"{step_group.prompt_tokens:.0f} prompt tokens (ratio {timed_ratio:.2f}, "
-          f"{step_group.group_fallbacks:.0f} of {step_group.group_calls:.0f} group replies fell back)")
+              f"{counted['full group_steps'][1]:.0f} (ratio {full_step_ratio:.2f}); packed "
+              f"{counted[f'full {PACKED}'][0]:.0f} requests, {counted[f'full {PACKED}'][1]:.0f} (ratio "
+              f"{full_ratio:.2f})")
+    print(f"timed items, as served (group fallbacks included): item {sequential.prompt_tokens:.0f} vs packed "
+          f"group_steps {packed.prompt_tokens:.0f} prompt tokens (ratio {timed_ratio:.2f}, "
+          f"{packed.group_fallbacks:.0f} of {packed.group_calls:.0f} group replies fell back)")
     result = {
         "benchmark": "judge_throughput", "date": f"{started:%Y-%m-%d}", "cpu_capability": cpu_capability(),
         "cores": os.cpu_count(), "quick": args.quick, "k": args.k, "B": args.B, "questions_per_step": args.questions,
@@ -374,16 +394,20 @@ def report(args: argparse.Namespace, started: datetime, source: dict, per_step: 
         "max_new_tokens": args.max_new_tokens, "server_threads": args.threads,
         "structured_output": args.structured_output,
         "concurrency_speedup": round(speedup, 2), "cold_concurrency_speedup": round(cold_speedup, 3),
-        "best_concurrency": best.concurrency, "group_mode": "group_steps", "group_prompt_token_ratio": round(ratio, 3),
+        "best_concurrency": best.concurrency, "group_mode": "group_steps", "prefixes_per_request": packing,
+        "group_prompt_token_ratio": round(ratio, 3),
+        "group_steps_prompt_token_ratio": round(item_tokens / step_tokens, 3),
         "per_dimension_group_prompt_token_ratio": round(item_tokens / group_tokens, 3),
         "item_prompt_tokens_per_step": round(item_tokens, 1), "group_prompt_tokens_per_step": round(group_tokens, 1),
         "group_steps_prompt_tokens_per_step": round(step_tokens, 1),
+        "packed_prompt_tokens_per_step": round(packed_tokens, 1),
         "item_calls_per_step": item_calls, "group_calls_per_step": group_calls,
-        "group_steps_calls_per_step": step_calls,
+        "group_steps_calls_per_step": step_calls, "packed_calls_per_step": packed_calls,
         "served_group_prompt_token_ratio": round(timed_ratio, 3),
         "full_groups_prompt_token_ratio": round(full_ratio, 3),
+        "full_groups_group_steps_prompt_token_ratio": round(full_step_ratio, 3),
         "full_groups_per_dimension_prompt_token_ratio": round(full_group_ratio, 3),
-        "group_fallbacks": step_group.group_fallbacks,
+        "group_fallbacks": packed.group_fallbacks,
         "passes": [{**asdict(p), "items_per_s": round(p.items_per_s, 4)} for p in passes],
     }
     print(json.dumps(result))

@@ -54,6 +54,11 @@ class JudgeConfig(BaseModel):
         "without a valid score per candidate and dimension falls back to group, then item requests.")
     max_group_size: int = Field(
         8, ge=2, description="openai, mode=group: most candidates in one request; larger sibling groups are split.")
+    max_prefixes_per_request: int = Field(
+        1, ge=1, description="openai, mode=group_steps: step groups of one action kind from up to this many "
+        "prefixes (other questions of one sampler step) share one request, each prefix a numbered case, at most "
+        "max_group_size candidates in all; the rubrics and instructions, most of a step-group prompt, are then "
+        "sent once per request. Audit the judge with the setting first: it must keep the cases apart.")
     max_context_chars: int | None = Field(
         None, ge=1, description="Cut each retrieved passage in the judge's view of the trajectory to its first N "
         "characters (the SLATE release cuts them to 300), so long documents do not dominate the judge prompt. "
@@ -78,6 +83,9 @@ class JudgeConfig(BaseModel):
         if self.mode != "item" and self.backend != "openai":
             raise ValueError(f"judge.mode={self.mode} applies to backend=openai only; set judge.mode=item for "
                              f"backend={self.backend}.")
+        if self.max_prefixes_per_request > 1 and self.mode != "group_steps":
+            raise ValueError(f"judge.max_prefixes_per_request={self.max_prefixes_per_request} applies to "
+                             f"mode=group_steps only; set judge.mode=group_steps or max_prefixes_per_request=1.")
         if self.noise > 0 and self.backend != "oracle":
             raise ValueError(f"judge.noise={self.noise} applies to backend=oracle only; set it to 0 for "
                              f"backend={self.backend}.")
@@ -112,7 +120,8 @@ def build_judge(config: JudgeConfig, *, hf_model: Any = None, hf_tokenizer: Any 
                            max_concurrency=config.max_concurrency, max_retries=config.max_retries,
                            retry_base_delay_s=config.retry_base_delay_s, timeout_s=config.timeout_s, cache=cache,
                            structured_output=config.structured_output, mode=config.mode,
-                           max_group_size=config.max_group_size)
+                           max_group_size=config.max_group_size,
+                           max_prefixes_per_request=config.max_prefixes_per_request)
     from slate.judge.hf_backend import HFJudge
 
     if hf_model is None or hf_tokenizer is None:

@@ -197,10 +197,11 @@ def parse_group_reply(reply: str | None, k: int, structured: bool = False) -> li
 
 
 def planned_requests(items: list[JudgeItem], mode: str, max_group_size: int = 8,
-                     structured: bool = False) -> list[list[Message]]:
+                     structured: bool = False, max_prefixes: int = 1) -> list[list[Message]]:
     """The prompts a judge in ``mode`` (item, group or group_steps) sends for one batch on a cold cache, before any
     fallback: identical items once; in group mode one prompt per sibling group, a lone item as an item prompt; in
-    group_steps mode first one prompt per step group (``step_group.py``), then the items left over as in group mode.
+    group_steps mode first one prompt per step group (``step_group.py``; up to ``max_prefixes`` prefixes each),
+    then the items left over as in group mode.
     For costing a run without a server (``benchmarks/judge_throughput.py`` counts their tokens)."""
     from slate.judge.step_group import build_step_group_messages, find_steps, step_groups  # it imports this module
 
@@ -222,7 +223,7 @@ def planned_requests(items: list[JudgeItem], mode: str, max_group_size: int = 8,
                 pairs.append((prompts[think], prompts[action]))
                 steps.append((items[think], items[action]))
         plan += [build_step_group_messages([steps[i] for i in members], structured)
-                 for members in step_groups(steps, max_group_size)]
+                 for members in step_groups(steps, max_group_size, max_prefixes)]
         judged = {prompt for pair in pairs for prompt in pair}
         unique = [item for item in unique if json.dumps(build_messages(item, structured=structured)) not in judged]
     return plan + [build_group_messages([unique[i] for i in members], structured) if len(members) > 1

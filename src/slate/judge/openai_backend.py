@@ -18,7 +18,9 @@ be reached after the retries fails its items without asking k more times: the fa
 
 ``mode="group_steps"`` (``step_group.py``): the siblings of one prefix on all of their step's dimensions (thinking and
 query, or thinking and answer) go in one request. A step group whose reply fails is judged again in per-dimension
-groups (then, for those that fail too, item by item), each fallback counted in ``group_fallbacks``.
+groups (then, for those that fail too, item by item), each fallback counted in ``group_fallbacks``. With
+``max_prefixes_per_request`` > 1, step groups of one action kind from up to that many prefixes share one request
+(``step_group.step_groups``), at most ``max_group_size`` candidates in all.
 """
 
 from __future__ import annotations
@@ -152,15 +154,16 @@ class OpenAIJudge:
                  temperature: float = 0.0, max_new_tokens: int = 1024, max_concurrency: int = 16,
                  max_retries: int = 4, retry_base_delay_s: float = 1.0, timeout_s: float = 60.0,
                  cache: JudgeCache | None = None, structured_output: StructuredOutput | None = None,
-                 mode: JudgeMode = "item", max_group_size: int = 8) -> None:
+                 mode: JudgeMode = "item", max_group_size: int = 8, max_prefixes_per_request: int = 1) -> None:
         api_key = os.environ.get(api_key_env)
         if not api_key:
             raise JudgeError(f"judge: environment variable {api_key_env} is not set (the API key for "
                              f"{base_url or 'api.openai.com'}). Export it — any non-empty value works for a local "
                              "vLLM, SGLang or llama.cpp server — or name another variable in judge.api_key_env.")
-        if max_concurrency < 1 or max_retries < 0 or max_group_size < 2:
+        if max_concurrency < 1 or max_retries < 0 or max_group_size < 2 or max_prefixes_per_request < 1:
             raise JudgeError(f"judge: max_concurrency={max_concurrency} must be >= 1, max_retries={max_retries} "
-                             f">= 0 and max_group_size={max_group_size} >= 2. Fix the judge section of the config.")
+                             f">= 0, max_group_size={max_group_size} >= 2 and max_prefixes_per_request="
+                             f"{max_prefixes_per_request} >= 1. Fix the judge section of the config.")
         if mode not in JUDGE_MODES:
             raise JudgeError(f"judge.mode={mode!r} is not known; use 'item', 'group' or 'group_steps'.")
         self.name = f"openai:{model}"
@@ -176,6 +179,7 @@ class OpenAIJudge:
         self.structured_output = structured_output
         self.mode = mode
         self.max_group_size = max_group_size
+        self.max_prefixes_per_request = max_prefixes_per_request
         self._response_format = response_format_for(structured_output)
         self._api_key = api_key
         self._stats = JudgeStats()
@@ -299,7 +303,8 @@ class OpenAIJudge:
             if pair[0] in is_pending and pair[1] in is_pending and pair not in pairs:
                 pairs.append(pair)
         groups = [[pairs[i] for i in members]
-                  for members in step_groups([(unique[t], unique[a]) for t, a in pairs], self.max_group_size)]
+                  for members in step_groups([(unique[t], unique[a]) for t, a in pairs], self.max_group_size,
+                                             self.max_prefixes_per_request)]
         results = await asyncio.gather(*(self._ask_step_group(client, semaphore, [(unique[t], unique[a])
                                                                                    for t, a in group])
                                          for group in groups))

@@ -14,6 +14,19 @@ A step is a think item followed by its query or answer item with the same questi
 cut into chunks of at most ``max_group_size`` candidates. Items that are not part of such a pair are left to group
 mode. A step group of one candidate is still one request instead of two.
 
+Several prefixes per request (``max_prefixes``, ``judge.max_prefixes_per_request``): the system prompt, the preamble,
+the rubrics and the instruction are most of a step-group prompt (about 3,300 of 4,800 characters on the tiny world),
+so step groups of one action kind from different prefixes (other questions, in one sampler step) may share one
+request, each prefix a numbered case with its own question, trajectory and ground truth, the candidates numbered
+1..N across the cases:
+
+    packed:           1 request per up to max_prefixes prefixes of one action kind (at most max_group_size
+                      candidates in all): system + both rubrics + for each case its question + trajectory (+ ground
+                      truth) + its candidates
+
+The judge must grade each candidate against its own case only; whether a given judge keeps the cases apart is what
+``slate judge audit`` with this setting measures (the reply format and the checks are those of one prefix).
+
 The reply must hold exactly one score per candidate *and* dimension: ``<score candidate="i" dimension="think">N
 </score>`` lines, or with structured output ``{"think": [{"candidate": i, "reasoning": str, "score": N}, ...],
 "query": [...]}`` with exactly k entries under each dimension asked and no other key. Anything else (a dimension
@@ -41,6 +54,10 @@ Step = tuple[JudgeItem, JudgeItem]  # (think item, query or answer item) of one 
 STEP_PREAMBLE = """\
 Each candidate step below is graded on {n} dimensions, each against its own rubric: {names}. Grade every \
 dimension of every candidate on its own: one dimension's verdict must not change another's."""
+
+CASES_PREAMBLE = """\
+The candidates below come from {n} separate cases: each case has its own question and trajectory so far, followed \
+by its own candidates. Grade each candidate only against its own case; the other cases are unrelated to it."""
 
 _STEP_TAG_INSTRUCTION = """\
 For each candidate in order and each of its dimensions ({names}), write one or two sentences of judgement, then \
@@ -89,14 +106,45 @@ def step_shared_part(step: Step) -> tuple[Any, ...]:
     return (action.kind, shared_part(think), action.golden_answers)
 
 
-def step_groups(steps: list[Step], max_group_size: int) -> list[list[int]]:
+def step_groups(steps: list[Step], max_group_size: int, max_prefixes: int = 1) -> list[list[int]]:
     """Indices of ``steps`` partitioned into step groups, in order of first appearance, chunked to
-    ``max_group_size``."""
+    ``max_group_size``; with ``max_prefixes`` > 1, chunks of one action kind from different prefixes are then packed
+    into one request (first fit, in order), up to ``max_prefixes`` prefixes and ``max_group_size`` candidates."""
     by_shared: dict[tuple[Any, ...], list[int]] = {}
     for index, step in enumerate(steps):
         by_shared.setdefault(step_shared_part(step), []).append(index)
-    return [members[start:start + max_group_size] for members in by_shared.values()
-            for start in range(0, len(members), max_group_size)]
+    chunks = [members[start:start + max_group_size] for members in by_shared.values()
+              for start in range(0, len(members), max_group_size)]
+    if max_prefixes <= 1:
+        return chunks
+    packed: list[list[list[int]]] = []  # requests, each a list of chunks (one per prefix)
+    for chunk in chunks:
+        kind = steps[chunk[0]][1].kind
+        home = next((request for request in packed if steps[request[0][0]][1].kind == kind
+                     and len(request) < max_prefixes and sum(map(len, request)) + len(chunk) <= max_group_size), None)
+        if home is None:
+            packed.append([chunk])
+        else:
+            home.append(chunk)
+    return [[index for chunk in request for index in chunk] for request in packed]
+
+
+def step_cases(steps: list[Step]) -> list[list[int]]:
+    """Indices of ``steps`` by prefix (case), in order; raises if one case's candidates are not contiguous, since the
+    prompt lists each case's candidates under it, numbered in order."""
+    cases: list[list[int]] = []
+    shared_of: list[tuple[Any, ...]] = []
+    for index, step in enumerate(steps):
+        shared = step_shared_part(step)
+        if shared_of and shared == shared_of[-1]:
+            cases[-1].append(index)
+        elif shared in shared_of:
+            raise ValueError("build_step_group_messages: one prefix's candidates are not contiguous; group them with "
+                             "step_groups first.")
+        else:
+            shared_of.append(shared)
+            cases.append([index])
+    return cases
 
 
 def _candidate_block(number: int, step: Step) -> str:
@@ -105,24 +153,44 @@ def _candidate_block(number: int, step: Step) -> str:
             + "\n" + fenced(f"CANDIDATE_{number}_{_LABELS[action.kind]}", action.text))
 
 
+def _context_blocks(step: Step, case: int | None = None) -> list[str]:
+    """The question, trajectory and (for answers) ground truth of one prefix, fenced; named per case when packed."""
+    think, action = step
+    prefix = "" if case is None else f"CASE_{case}_"
+    blocks = [fenced(f"{prefix}QUESTION", think.question),
+              fenced(f"{prefix}TRAJECTORY_SO_FAR", think.context or "(this is the first step)")]
+    if action.kind == "answer":
+        blocks.append(fenced(f"{prefix}GROUND_TRUTH",
+                             "\n".join(f"- {a}" for a in action.golden_answers) or "(none given)"))
+    return blocks
+
+
 def build_step_group_messages(steps: list[Step], structured: bool = False) -> list[Message]:
     """The chat messages for one step group: each dimension's rubric once, the shared context once, then
-    candidates 1..k with their thinking and their query or answer."""
+    candidates 1..k with their thinking and their query or answer. Steps of one action kind from several prefixes
+    (``step_groups`` with ``max_prefixes`` > 1) become numbered cases, each with its context and its candidates."""
     first = steps[0]
-    if any(step_shared_part(step) != step_shared_part(first) or not is_step(*step) for step in steps):
-        raise ValueError("build_step_group_messages: the steps are not siblings of one kind; group them with "
+    if any(step[1].kind != first[1].kind or not is_step(*step) for step in steps):
+        raise ValueError("build_step_group_messages: the steps are not sibling steps of one kind; group them with "
                          "step_groups first.")
+    cases = step_cases(steps)
     dimensions = step_dimensions(first)
     names = " and ".join(dimensions)
     k = len(steps)
     parts = [GROUP_PREAMBLE, STEP_PREAMBLE.format(n=len(dimensions), names=names)]
+    if len(cases) > 1:
+        parts.append(CASES_PREAMBLE.format(n=len(cases)))
     parts += [f'Dimension "{kind}":\n{RUBRICS[kind]}' for kind in dimensions]
-    think, action = first
-    parts.append(fenced("QUESTION", think.question))
-    parts.append(fenced("TRAJECTORY_SO_FAR", think.context or "(this is the first step)"))
-    if action.kind == "answer":
-        parts.append(fenced("GROUND_TRUTH", "\n".join(f"- {a}" for a in action.golden_answers) or "(none given)"))
-    parts += [_candidate_block(number, step) for number, step in enumerate(steps, start=1)]
+    if len(cases) == 1:
+        parts += _context_blocks(first)
+        parts += [_candidate_block(number, step) for number, step in enumerate(steps, start=1)]
+    else:
+        for case, members in enumerate(cases, start=1):
+            span = (f"candidate {members[0] + 1}" if len(members) == 1
+                    else f"candidates {members[0] + 1} to {members[-1] + 1}")
+            parts.append(f"Case {case} ({span}):")
+            parts += _context_blocks(steps[members[0]], case)
+            parts += [_candidate_block(index + 1, steps[index]) for index in members]
     instruction = _STEP_JSON_INSTRUCTION if structured else _STEP_TAG_INSTRUCTION
     parts.append(instruction.format(names=names, k=k, total=k * len(dimensions)))
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n\n".join(parts)}]
