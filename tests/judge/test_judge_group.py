@@ -233,8 +233,31 @@ def test_structured_group_request_asks_for_exactly_k_scores(chat_server: Scripte
     body = chat_server.bodies[0]
     schema = body["response_format"]["schema"]
     assert body["response_format"]["type"] == "json_object" and schema["properties"]["scores"]["maxItems"] == 2
-    assert schema["properties"]["scores"]["items"]["properties"]["reasoning"] == {"type": "string", "maxLength": 400}
+    entries = schema["properties"]["scores"]["prefixItems"]  # llama.cpp: candidate i in place i, nothing after
+    assert [e["properties"]["candidate"] for e in entries] == [{"type": "integer", "const": 1},
+                                                               {"type": "integer", "const": 2}]
+    assert schema["properties"]["scores"]["items"] is False
+    assert entries[1]["properties"]["reasoning"] == {"type": "string", "maxLength": 400}
     assert "JSON object only" in user_prompt(body)
+
+
+def test_fixed_candidate_order_by_hand() -> None:
+    from slate.judge.openai_backend import fixed_candidate_order
+
+    entry = {"type": "object", "properties": {"candidate": {"type": "integer", "enum": [1, 2, 3]},
+                                              "score": {"type": "integer", "enum": [-1, 0, 1]}},
+             "required": ["candidate", "score"]}
+    schema = {"type": "object", "properties": {"think": {"type": "array", "items": entry, "minItems": 3,
+                                                         "maxItems": 3},
+                                               "note": {"type": "array", "items": {"type": "string"}}}}
+    fixed = fixed_candidate_order(schema)
+    think = fixed["properties"]["think"]
+    assert (think["items"], think["minItems"], think["maxItems"]) == (False, 3, 3)
+    assert [e["properties"]["candidate"]["const"] for e in think["prefixItems"]] == [1, 2, 3]
+    assert all(e["properties"]["score"] == {"type": "integer", "enum": [-1, 0, 1]} and e["required"] ==
+               ["candidate", "score"] for e in think["prefixItems"])
+    assert fixed["properties"]["note"] == schema["properties"]["note"]  # not a list of candidates: unchanged
+    assert schema["properties"]["think"]["items"] is entry  # the input is not modified
 
 
 def test_planned_requests_match_what_the_backend_sends(chat_server: ScriptedChatServer) -> None:

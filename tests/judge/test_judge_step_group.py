@@ -321,7 +321,9 @@ def test_structured_step_request_and_cache(chat_server: ScriptedChatServer, tmp_
     body = chat_server.bodies[0]
     schema = body["response_format"]["schema"]
     assert body["max_tokens"] == 64 * 2 * 2 and schema["properties"]["answer"]["maxItems"] == 2
-    assert schema["properties"]["think"]["items"]["properties"]["reasoning"] == {"type": "string", "maxLength": 400}
+    think = schema["properties"]["think"]["prefixItems"]  # llama.cpp: each dimension's candidates fixed in order
+    assert [e["properties"]["candidate"]["const"] for e in think] == [1, 2]
+    assert think[0]["properties"]["reasoning"] == {"type": "string", "maxLength": 400}
     warm = make_judge(chat_server, structured_output="json_object", cache=JudgeCache(path))
     assert warm.score(items) == first and chat_server.request_count == 1
     assert (warm.stats()["cache_hits"], warm.stats()["calls"]) == (4, 0)

@@ -122,9 +122,9 @@ def group_response_format(structured_output: str | None, k: int) -> dict[str, An
     if structured_output == "json_schema":
         return {"type": "json_schema", "json_schema": {"name": "judge_group_verdicts", "strict": True,
                                                        "schema": group_schema(k)}}
-    from slate.judge.openai_backend import capped_reasoning  # here: openai_backend imports this module
+    from slate.judge.openai_backend import llama_cpp_schema  # here: openai_backend imports this module
 
-    return {"type": "json_object", "schema": capped_reasoning(group_schema(k))}
+    return {"type": "json_object", "schema": llama_cpp_schema(group_schema(k))}
 
 
 def _is_score(value: Any) -> bool:

@@ -79,7 +79,8 @@ def response_format_for(structured_output: StructuredOutput | None) -> dict[str,
     ``json_schema``: OpenAI / vLLM / SGLang, ``{"type": "json_schema", "json_schema": {"name", "strict", "schema"}}``.
     ``json_object``: llama.cpp server, ``{"type": "json_object", "schema": {...}}`` (grammar-constrained); there the
     reasoning is also capped at ``LLAMA_CPP_REASONING_CHARS`` characters, so that the grammar closes the string and
-    reaches the score before ``max_tokens`` (a small model otherwise reasons until it is cut off, unparsable).
+    reaches the score before ``max_tokens`` (a small model otherwise reasons until it is cut off, unparsable), and
+    a group's candidates are fixed in order (``fixed_candidate_order``).
     """
     if structured_output is None:
         return None
@@ -87,9 +88,40 @@ def response_format_for(structured_output: StructuredOutput | None) -> dict[str,
         return {"type": "json_schema",
                 "json_schema": {"name": "judge_verdict", "strict": True, "schema": VERDICT_SCHEMA}}
     if structured_output == "json_object":
-        return {"type": "json_object", "schema": capped_reasoning(VERDICT_SCHEMA)}
+        return {"type": "json_object", "schema": llama_cpp_schema(VERDICT_SCHEMA)}
     raise JudgeError(f"judge.structured_output={structured_output!r} is not known; use null, 'json_schema' "
                      "(OpenAI, vLLM, SGLang) or 'json_object' (llama.cpp server).")
+
+
+def llama_cpp_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` as the ``json_object`` dialect sends it: reasoning capped (``capped_reasoning``) and every list of
+    candidate entries fixed in order (``fixed_candidate_order``)."""
+    return fixed_candidate_order(capped_reasoning(schema))
+
+
+def fixed_candidate_order(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every array of ``{"candidate": enum 1..k, ...}`` entries turned into a tuple
+    (``prefixItems``) whose i-th entry must name candidate i.
+
+    With an enum the grammar lets a small judge write one number twice and skip another, which fails the whole
+    group reply (SmolLM2-135M under llama.cpp's grammar did so in 10 of 10 packed step-group replies of an audit);
+    with the order fixed it can only give each candidate its score. The parser checks the numbers all the same."""
+    def fix(node: Any) -> Any:
+        if isinstance(node, list):
+            return [fix(value) for value in node]
+        if not isinstance(node, dict):
+            return node
+        node = {key: fix(value) for key, value in node.items()}
+        entry = node.get("items")
+        candidate = entry.get("properties", {}).get("candidate") if isinstance(entry, dict) else None
+        if node.get("type") == "array" and isinstance(candidate, dict) and "enum" in candidate:
+            numbers = candidate["enum"]
+            node = {"type": "array", "items": False, "minItems": len(numbers), "maxItems": len(numbers),
+                    "prefixItems": [{**entry, "properties": {**entry["properties"],
+                                                             "candidate": {"type": "integer", "const": number}}}
+                                    for number in numbers]}
+        return node
+    return fix(schema)
 
 
 def capped_reasoning(schema: dict[str, Any]) -> dict[str, Any]:

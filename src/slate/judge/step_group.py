@@ -216,9 +216,9 @@ def step_group_response_format(structured_output: str | None, k: int,
     if structured_output == "json_schema":
         return {"type": "json_schema", "json_schema": {"name": "judge_step_group_verdicts", "strict": True,
                                                        "schema": schema}}
-    from slate.judge.openai_backend import capped_reasoning  # here: openai_backend imports this module
+    from slate.judge.openai_backend import llama_cpp_schema  # here: openai_backend imports this module
 
-    return {"type": "json_object", "schema": capped_reasoning(schema)}
+    return {"type": "json_object", "schema": llama_cpp_schema(schema)}
 
 
 def _is_score(value: Any) -> bool:
