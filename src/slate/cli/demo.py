@@ -25,9 +25,10 @@ from slate.trainer.loop import Trainer
 from slate.trainer.sft import train_sft
 from slate.world.build import build_world, write_world
 
-# The demo's stages: the preset's SFT cut to 1,800 steps and 10 SLATE steps, so the whole demo fits in 20 minutes on
-# 2 cores (the converged preset alone takes longer; docs/experiments.md, "Warm start").
-DEMO = ["sft.max_steps=1800", "trainer.steps=10"]
+# The demo's stages: the preset's SFT cut to 1,800 steps at the preset's earlier peak lr of 0.003 (faster to a usable
+# policy in a short schedule, less stable in a long one) and 10 SLATE steps; the preset itself (4,500 steps at 0.001)
+# takes longer than the demo may (docs/experiments.md, "Warm start").
+DEMO = ["sft.max_steps=1800", "sft.lr=0.003", "trainer.steps=10"]
 # `--quick`: the same stages in about a minute. The micro world (24 people, 1-2 hops) and one retrieved passage keep
 # sequences short, and the demonstrations make no mistakes, so a 2-layer policy learns to copy names in 400 steps
 # (dev EM clearly above 0); then 2 RL steps. It checks an install and shows a policy that learns.
