@@ -41,12 +41,12 @@ def make_judge(server: ScriptedChatServer, **overrides: Any) -> OpenAIJudge:
     return judge_chat_server.make_judge(server, **{"mode": "group_steps", **overrides})
 
 
-def search_steps(*pairs: tuple[str, str]) -> list[JudgeItem]:
+def search_steps(*pairs: tuple[str, str], question: str = QUESTION, context: str = CONTEXT) -> list[JudgeItem]:
     """Items as the reward emits them: per candidate its think item, then its query item."""
     items: list[JudgeItem] = []
     for think, query in pairs:
-        items += [JudgeItem("think", QUESTION, think, context=CONTEXT),
-                  JudgeItem("query", QUESTION, query, context=CONTEXT, think=think)]
+        items += [JudgeItem("think", question, think, context=context),
+                  JudgeItem("query", question, query, context=context, think=think)]
     return items
 
 
@@ -97,11 +97,7 @@ OTHER_CONTEXT = "<think> Find the river. </think><search> Brno river </search>\n
 
 def other_search_steps(*pairs: tuple[str, str]) -> list[JudgeItem]:
     """Search steps of a second question, another prefix."""
-    items: list[JudgeItem] = []
-    for think, query in pairs:
-        items += [JudgeItem("think", OTHER_QUESTION, think, context=OTHER_CONTEXT),
-                  JudgeItem("query", OTHER_QUESTION, query, context=OTHER_CONTEXT, think=think)]
-    return items
+    return search_steps(*pairs, question=OTHER_QUESTION, context=OTHER_CONTEXT)
 
 
 def as_steps(items: list[JudgeItem]) -> list[tuple[JudgeItem, JudgeItem]]:
@@ -112,8 +108,7 @@ def test_step_groups_of_several_prefixes_pack_by_kind_up_to_both_caps() -> None:
     first = as_steps(search_steps(("a", "q1"), ("b", "q2")))  # prefix 1: two searches
     second = as_steps(other_search_steps(("c", "q3")))  # prefix 2: one search
     answer = as_steps(answer_steps(("d", "Port Dalvin")))  # prefix 1 again, but answers: another kind
-    third = [(JudgeItem("think", "Q3?", t, context="ctx3"), JudgeItem("query", "Q3?", q, context="ctx3", think=t))
-             for t, q in (("e", "q4"), ("f", "q5"), ("g", "q6"))]  # prefix 3: three searches
+    third = as_steps(search_steps(("e", "q4"), ("f", "q5"), ("g", "q6"), question="Q3?", context="ctx3"))  # prefix 3
     steps = first + answer + second + third  # indices 0-1, 2, 3, 4-6
     assert step_groups(steps, max_group_size=8) == [[0, 1], [2], [3], [4, 5, 6]]  # one request per prefix and kind
     # two prefixes per request at most: 1 and 2 share one; 3 would be a third prefix there, so it opens a request

@@ -181,16 +181,14 @@ def build_step_group_messages(steps: list[Step], structured: bool = False) -> li
     if len(cases) > 1:
         parts.append(CASES_PREAMBLE.format(n=len(cases)))
     parts += [f'Dimension "{kind}":\n{RUBRICS[kind]}' for kind in dimensions]
-    if len(cases) == 1:
-        parts += _context_blocks(first)
-        parts += [_candidate_block(number, step) for number, step in enumerate(steps, start=1)]
-    else:
-        for case, members in enumerate(cases, start=1):
+    packed = len(cases) > 1
+    for case, members in enumerate(cases, start=1):
+        if packed:
             span = (f"candidate {members[0] + 1}" if len(members) == 1
                     else f"candidates {members[0] + 1} to {members[-1] + 1}")
             parts.append(f"Case {case} ({span}):")
-            parts += _context_blocks(steps[members[0]], case)
-            parts += [_candidate_block(index + 1, steps[index]) for index in members]
+        parts += _context_blocks(steps[members[0]], case if packed else None)
+        parts += [_candidate_block(index + 1, steps[index]) for index in members]
     instruction = _STEP_JSON_INSTRUCTION if structured else _STEP_TAG_INSTRUCTION
     parts.append(instruction.format(names=names, k=k, total=k * len(dimensions)))
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n\n".join(parts)}]
