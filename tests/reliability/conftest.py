@@ -29,8 +29,8 @@ def warm_policy(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     overrides = ["model.source=tiny", "model.tiny.hidden_size=32", "model.tiny.num_layers=1",
                  "model.tiny.num_heads=2", "model.tiny.intermediate_size=64", "model.tiny.max_positions=1024",
                  "model.tiny.vocab_size=600", "sft.max_steps=120", "sft.lr=0.01", "sft.warmup_steps=5",
-                 "sft.batch_tokens=2048", "sft.bf16_autocast=false", "rollout.max_steps=2", "rollout.max_step_tokens=48",
-                 "rollout.prompt_template='Q: {question}\n'"]
+                 "sft.batch_tokens=2048", "sft.bf16_autocast=false", "rollout.max_steps=2",
+                 "rollout.max_step_tokens=48", "rollout.prompt_template='Q: {question}\n'"]
     out = tmp_path_factory.mktemp("warm_policy")
     train_sft(load_config(None, overrides), read_qa_jsonl(tiny_world / "train.jsonl"),
               Bm25Retriever.from_corpus(tiny_world / "corpus.jsonl"), tiny_world, out)
