@@ -26,6 +26,8 @@ def warm_policy(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     from slate.retrieval.bm25 import Bm25Retriever
     from slate.trainer.sft import train_sft
 
+    # float32 on every CPU: under bf16 autocast (what `auto` picks where bf16 is native) this 120-step policy made
+    # no search in step 2 or 3 on an AVX512/AMX machine, and the outage tests need a reference run that searches there
     overrides = ["model.source=tiny", "model.tiny.hidden_size=32", "model.tiny.num_layers=1",
                  "model.tiny.num_heads=2", "model.tiny.intermediate_size=64", "model.tiny.max_positions=1024",
                  "model.tiny.vocab_size=600", "sft.max_steps=120", "sft.lr=0.01", "sft.warmup_steps=5",
