@@ -124,6 +124,9 @@ def sft(
     out_dir: Path = typer.Option(..., "--out", help="Where to save the warm-started policy."),
     world: Path | None = typer.Option(None, help="A built world directory (overrides world.dir)."),
     init: Path | None = typer.Option(None, help="Start from this checkpoint instead of a new tiny model."),
+    seeds: str | None = typer.Option(None, help="Train one run per seed (e.g. 0,1,2) into OUT/seed_S, evaluate each "
+                                                "on dev and copy the best to OUT (choice in OUT/warm_start.json)."),
+    select_questions: int = typer.Option(200, help="With --seeds: how many dev questions pick the best seed."),
     overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. sft.epochs=1."),
 ) -> None:
     """Warm-start a policy on scripted demonstrations (loss on policy tokens only)."""
@@ -131,23 +134,74 @@ def sft(
     from slate.data.records import read_qa_jsonl
     from slate.retrieval.factory import build_retriever
     from slate.trainer.sft import train_sft
+    from slate.trainer.warm_start import parse_seeds, select_warm_start
 
     try:
         config = load_config(config_path, overrides)
         world_dir = _resolve_world(config, world)
         retriever = build_retriever(config.retrieval, world_dir)
         records = read_qa_jsonl(world_dir / "train.jsonl")
+        runs = [(config, out_dir)]
+        if seeds is not None:
+            runs = [(config.model_copy(update={"sft": config.sft.model_copy(update={"seed": seed})}),
+                     out_dir / f"seed_{seed}") for seed in parse_seeds(seeds)]
         with _progress() as progress:
-            task = progress.add_task("SFT", total=None, info="")
+            for run_config, run_dir in runs:
+                task = progress.add_task(f"SFT seed {run_config.sft.seed}", total=None, info="")
 
-            def on_step(step: int, total: int, loss: float) -> None:
-                progress.update(task, completed=step, total=total, info=f"loss {loss:.3f}")
+                def on_step(step: int, total: int, loss: float, task=task) -> None:
+                    progress.update(task, completed=step, total=total, info=f"loss {loss:.3f}")
 
-            train_sft(config, records, retriever, world_dir, out_dir, init=init, on_step=on_step)
-        save_config(config, out_dir / "slate_config.yaml")
+                train_sft(run_config, records, retriever, world_dir, run_dir, init=init, on_step=on_step)
+                save_config(run_config, run_dir / "slate_config.yaml")
+        if seeds is not None:
+            dev = read_qa_jsonl(world_dir / "dev.jsonl")[:select_questions]
+            selection = select_warm_start([run_dir for _, run_dir in runs], dev, retriever, config, out_dir)
     except SlateError as error:
         fail(error)
+    if seeds is not None:
+        print_selection(selection)
     out.print(f"saved the warm-started policy to {out_dir}")
+
+
+@app.command("sft-select")
+def sft_select(
+    candidates: list[Path] = typer.Option(..., "--candidate", help="An SFT output; repeat for each seed's run."),
+    out_dir: Path = typer.Option(..., "--out", help="Where to copy the best candidate (with warm_start.json)."),
+    world: Path | None = typer.Option(None, help="A built world directory (overrides world.dir)."),
+    config_path: Path | None = typer.Option(None, "--config", help="YAML preset for the evaluation; default: the "
+                                                                  "one saved with the first candidate."),
+    questions: int = typer.Option(200, help="How many dev questions to evaluate each candidate on."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. retrieval.top_k=5."),
+) -> None:
+    """Keep the best of several SFT runs on dev (runs trained side by side, one per core, then chosen here)."""
+    from slate.config import load_config
+    from slate.data.records import read_qa_jsonl
+    from slate.retrieval.factory import build_retriever
+    from slate.trainer.warm_start import select_warm_start
+
+    try:
+        saved = candidates[0] / "slate_config.yaml"
+        config = load_config(config_path or (saved if saved.is_file() else None), overrides)
+        world_dir = _resolve_world(config, world)
+        dev = read_qa_jsonl(world_dir / "dev.jsonl")[:questions]
+        selection = select_warm_start(candidates, dev, build_retriever(config.retrieval, world_dir), config, out_dir)
+    except SlateError as error:
+        fail(error)
+    print_selection(selection)
+    out.print(f"saved the warm-started policy to {out_dir}")
+
+
+def print_selection(selection: dict) -> None:
+    table = Table(title=f"warm start: dev EM on {selection['questions']} questions")
+    hops = sorted({h for row in selection["candidates"] for h in row["by_hops"]})
+    for column in ["candidate", "seed", "EM", *[f"{h} hops" for h in hops], ""]:
+        table.add_column(column)
+    for row in selection["candidates"]:
+        table.add_row(row["path"], str(row.get("seed", "")), f"{row['em']:.3f}",
+                      *[f"{row['by_hops'].get(h, float('nan')):.3f}" for h in hops],
+                      "chosen" if row["path"] == selection["chosen"] else "")
+    out.print(table)
 
 
 @app.command("train")
