@@ -177,6 +177,12 @@ def main() -> None:
     dev = read_qa_jsonl(args.world / "dev.jsonl")[: args.dev_questions]
     start_dev = start_point(evaluate_policy(args.sft, eval_config, retriever, dev))
     start_dev_sizes = start_point(evaluate_policy(args.sizes, eval_config, retriever, dev)) if args.sizes else None
+    # the start is a row of its own (arm "start", 0 tokens), with how it was chosen when `slate sft --seeds` chose it
+    selection = args.sft / "warm_start.json"
+    start_row = {"arm": "start", "seed": 0, "wall_s": 0.0, "policy_tokens": 0, "curve": [], "policy": str(args.sft),
+                 "test": start_sft, "warm_start": json.loads(selection.read_text()) if selection.is_file() else None}
+    rows = [start_row, *[r for r in rows if r["arm"] != "start"]]
+    raw_path.write_text(json.dumps(rows, indent=1))
     for seed in args.seeds:
         for arm in [a for a in args.arms if a != "continued_sft"]:
             if (arm, seed) in done:
@@ -202,10 +208,9 @@ def main() -> None:
             row["test"] = evaluate_policy(Path(row["policy"]), eval_config, retriever, test)
             rows.append(row)
             raw_path.write_text(json.dumps(rows, indent=1))
-    rows_with_start = [{"arm": "sft_start", "seed": 0, "wall_s": 0.0, "policy_tokens": 0, "curve": [],
-                        "test": start_sft}, *rows]
+    rows_with_start = list(rows)
     if start_sizes is not None:
-        rows_with_start.insert(1, {"arm": f"sft_start@{args.sizes.name}", "seed": 0, "wall_s": 0.0,
+        rows_with_start.insert(1, {"arm": f"start@{args.sizes.name}", "seed": 0, "wall_s": 0.0,
                                    "policy_tokens": 0, "curve": [], "test": start_sizes})
     header = (f"# Method comparison\n\nTest EM (greedy) on {len(test)} test questions, from `{args.sft}`, token "
               f"budget {args.token_budget:,} policy tokens per run, seeds {args.seeds}; mean ± 95% t-interval over "
