@@ -101,6 +101,9 @@ class RolloutConfig(_Strict):
                                                       "has one (instruct models).")
     force_answer: bool = Field(True, description="After B steps, force one answer step (<answer> injected).")
     batch_size: int = Field(64, ge=1, description="Sequences generated together in one forward batch.")
+    carry_kv_cache: bool = Field(True, description="hf backend, full trajectories: keep each episode's KV cache "
+                                                   "from one step to the next, so only the new tokens (the step's "
+                                                   "reply, the environment's) are prefilled.")
     invalid_note: str = Field("\nMy previous step was not in the right format. I will think and then search or "
                               "answer.\n", description="Corrective text appended after an invalid step (mask 0).")
     backend: Literal["hf", "vllm"] = Field("hf", description="hf: sample in-process with transformers; vllm: "

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import torch
 from scripted_policy import FixedRetriever, ScriptedGenerator
 
 from slate.config import RolloutConfig
@@ -120,3 +121,23 @@ def _bpe_without_tags():
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.train_from_iterator(["plain text only"] * 5, trainers.BpeTrainer(vocab_size=300, show_progress=False))
     return tokenizer
+
+
+def test_carrying_the_kv_cache_across_steps_changes_no_trajectory(policy) -> None:
+    # the in-process sampler on the random tiny model: its steps are mostly invalid, each answered by a note, so
+    # every trajectory runs the full budget and each step's prefix extends the last one's
+    def run(carry: bool, greedy: bool):
+        config = CONFIG.model_copy(update={"carry_kv_cache": carry, "max_step_tokens": 24})
+        engine = RolloutEngine(policy, FixedRetriever(), config, top_k=1, seed=7)
+        episodes = engine.rollout([RECORD, RECORD], copies=2, greedy=greedy)
+        return engine, episodes
+
+    for greedy in (True, False):
+        carrying, with_carry = run(True, greedy)
+        plain, without = run(False, greedy)
+        assert carrying.carries_kv_cache and not plain.carries_kv_cache
+        assert carrying.counters["rollout/carried_tokens"] > 0 and plain.counters["rollout/carried_tokens"] == 0
+        for a, b in zip(with_carry, without, strict=True):
+            assert len(a.steps) >= 2 and a.token_ids() == b.token_ids()
+            torch.testing.assert_close(torch.tensor(a.old_logprobs()), torch.tensor(b.old_logprobs()),
+                                       atol=1e-5, rtol=0)

@@ -100,3 +100,72 @@ def test_inverse_cdf_draws_follow_the_distribution() -> None:
     tokens, _ = _pick_tokens(logits, SamplingParams(max_new_tokens=1, top_p=0.75), generator)
     counts = torch.bincount(tokens, minlength=4).float() / len(tokens)
     torch.testing.assert_close(counts, torch.tensor([0.625, 0.0, 0.375, 0.0]), atol=0.01, rtol=0)
+
+
+def _carried_second_step(policy, params, seed=5):
+    """Step 1 from three prefixes with carries kept, then step 2 from each (extended by an environment reply)."""
+    prefixes = [policy.encode("Who founded"), policy.encode("Velmora Labs? <think> a </think>"), policy.encode("a")]
+    firsts = sample_branches(policy.model, prefixes, 1, params, _stop(policy), policy.pad_token_id,
+                             torch.Generator().manual_seed(seed), return_carry=True)
+    replies = [policy.encode(" <information> x y </information>"), policy.encode(" b"), policy.encode(" c a")]
+    seconds = [p + c.token_ids + r for p, [c], r in zip(prefixes, firsts, replies, strict=True)]
+    return prefixes, firsts, seconds, [c.carry for [c] in firsts]
+
+
+def test_a_carried_cache_holds_the_fed_tokens_of_each_row() -> None:
+    policy = _policy()
+    # a long cap so that rows stop at different steps and finished rows leave the batch mid-decode
+    params = SamplingParams(max_new_tokens=40, temperature=1.0)
+    prefixes, firsts, _, carries = _carried_second_step(policy, params, seed=4)
+    # with this seed the rows stop after 3, 24 and 28 tokens: the first leaves the batch while the others decode
+    assert [len(c.token_ids) for [c] in firsts] == [3, 24, 28]
+    for prefix, [continuation], carry in zip(prefixes, firsts, carries, strict=True):
+        sequence = prefix + continuation.token_ids
+        # a row's last token is fed only if the batch decodes on after it stopped; tokens fed after that are junk
+        assert len(carry.ids) in (len(sequence) - 1, len(sequence))
+        assert carry.ids == tuple(sequence[:len(carry.ids)])
+        for keys, values in carry.layers:
+            assert keys.shape[1] == values.shape[1] == len(carry.ids)
+        # every layer's carried keys and values equal those of a fresh prefill of the same ids
+        fresh = sample_branches(policy.model, [[*carry.ids, 0]], 1,
+                                SamplingParams(max_new_tokens=1, greedy=True), _stop(policy), policy.pad_token_id,
+                                return_carry=True)[0][0].carry
+        for (keys, values), (fresh_keys, fresh_values) in zip(carry.layers, fresh.layers, strict=True):
+            torch.testing.assert_close(keys, fresh_keys[:, :len(carry.ids)], atol=1e-5, rtol=0)
+            torch.testing.assert_close(values, fresh_values[:, :len(carry.ids)], atol=1e-5, rtol=0)
+
+
+def test_sampling_from_a_carried_cache_equals_a_full_prefill() -> None:
+    policy = _policy()
+    params = SamplingParams(max_new_tokens=12, temperature=0.8)
+    _, _, seconds, carries = _carried_second_step(policy, params)
+    assert all(0 < len(c.ids) < len(s) for c, s in zip(carries, seconds, strict=True))
+    # the same draws with and without the carry (one seed), and log-probs equal to a teacher-forced forward
+    carried = sample_branches(policy.model, seconds, 2, params, _stop(policy), policy.pad_token_id,
+                              torch.Generator().manual_seed(2), carried=carries)
+    full = sample_branches(policy.model, seconds, 2, params, _stop(policy), policy.pad_token_id,
+                           torch.Generator().manual_seed(2))
+    sequences, masks, expected = [], [], []
+    for prefix, group, full_group in zip(seconds, carried, full, strict=True):
+        for continuation, reference in zip(group, full_group, strict=True):
+            assert continuation.token_ids == reference.token_ids
+            torch.testing.assert_close(torch.tensor(continuation.logprobs), torch.tensor(reference.logprobs),
+                                       atol=1e-5, rtol=0)
+            sequences.append(prefix + continuation.token_ids)
+            masks.append([False] * len(prefix) + [True] * len(continuation.token_ids))
+            expected.append(continuation.logprobs)
+    input_ids, attention_mask, target_mask = pad_batch(sequences, masks, policy.pad_token_id)
+    with torch.no_grad():
+        out = token_logprobs(policy.model, input_ids, attention_mask, target_mask, temperature=0.8)
+    for row, values in enumerate(expected):
+        torch.testing.assert_close(out.logprobs[row][target_mask[row]], torch.tensor(values), atol=1e-4, rtol=0)
+
+
+def test_a_carry_that_is_not_a_prefix_is_ignored() -> None:
+    policy = _policy()
+    params = SamplingParams(max_new_tokens=8, greedy=True)
+    _, _, seconds, carries = _carried_second_step(policy, params)
+    other = [seconds[1], seconds[2], seconds[0]]  # each carry now belongs to another sequence
+    mixed = sample_branches(policy.model, other, 1, params, _stop(policy), policy.pad_token_id, carried=carries)
+    plain = sample_branches(policy.model, other, 1, params, _stop(policy), policy.pad_token_id)
+    assert [g[0].token_ids for g in mixed] == [g[0].token_ids for g in plain]

@@ -27,7 +27,8 @@ from slate.errors import SlateError
 from slate.retrieval.base import Hit, Retriever
 from slate.rollout.actions import ANSWER_OPEN, INFO_CLOSE, STOP_STRINGS, parse_step, render_information
 from slate.rollout.episode import Episode, Step
-from slate.rollout.generate import Continuation, Generator, SamplingParams, StopCondition, sample_branches
+from slate.rollout.generate import CarriedCache, Continuation, Generator, SamplingParams, StopCondition, sample_branches
+from slate.rollout.kv_cache import growing_cache_for
 from slate.rollout.policy import Policy
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Candidate:
 
     episode: Episode
     step: Step
+    carry: CarriedCache | None = None  # the KV cache of the prefix and this step's tokens (in-process backend)
 
 
 class RolloutEngine:
@@ -64,6 +66,9 @@ class RolloutEngine:
         # policy in tests) can stand in, since it only maps prefixes to token ids and log-probs.
         self.generate: Generator = generator or self._sample_in_process
         self.stop = StopCondition(STOP_STRINGS, policy.encode, policy.decode, policy.eos_token_id)
+        # Carrying KV caches across steps needs the in-process sampler and a cache it can fill (full attention).
+        self.carries_kv_cache = (config.carry_kv_cache and generator is None
+                                 and growing_cache_for(policy.model) is not None)
         self.answer_open_ids = policy.encode(ANSWER_OPEN)
         self.invalid_note_ids = policy.encode(config.invalid_note)
         self.counters: Counter[str] = Counter()
@@ -86,8 +91,13 @@ class RolloutEngine:
         return self.config.force_answer and len(episode.steps) == self.config.max_steps
 
     # -- proposing steps ------------------------------------------------------------------------------------------
-    def propose(self, episodes: list[Episode], num_candidates: int, greedy: bool = False) -> list[list[Candidate]]:
-        """``num_candidates`` next steps for each episode, sampled from its prefix with one shared prefill."""
+    def propose(self, episodes: list[Episode], num_candidates: int, greedy: bool = False,
+                carried: list[CarriedCache | None] | None = None) -> list[list[Candidate]]:
+        """``num_candidates`` next steps for each episode, sampled from its prefix with one shared prefill.
+
+        ``carried`` (one per episode, from the candidates of the previous call) lets the in-process backend skip the
+        prefill of what the model has already seen; each candidate then carries its own cache on."""
+        carrying = carried is not None and self.carries_kv_cache
         params = SamplingParams(max_new_tokens=self.config.max_step_tokens, temperature=self.config.temperature,
                                 top_p=self.config.top_p, greedy=greedy)
         prefixes, injected = [], []
@@ -104,10 +114,16 @@ class RolloutEngine:
         start = time.perf_counter()
         for begin in range(0, len(prefixes), per_batch):
             chunk = slice(begin, begin + per_batch)
-            branches = self.generate(prefixes[chunk], num_candidates, params, self.stop)
+            if carrying:
+                branches = sample_branches(self.policy.model, prefixes[chunk], num_candidates, params, self.stop,
+                                           self.policy.pad_token_id, self.generator, carried=carried[chunk],
+                                           return_carry=True)
+                self.counters["rollout/carried_tokens"] += sum(len(c.ids) for c in carried[chunk] if c is not None)
+            else:
+                branches = self.generate(prefixes[chunk], num_candidates, params, self.stop)
             for episode, forced, continuations in zip(episodes[chunk], injected[chunk], branches, strict=True):
                 candidates.append([Candidate(episode, self._make_step(c.token_ids, c.logprobs, forced,
-                                                                      c.policy_version))
+                                                                      c.policy_version), c.carry)
                                    for c in continuations])
         self.counters["time/generate_ms"] += int(1000 * (time.perf_counter() - start))
         return candidates
@@ -174,10 +190,13 @@ class RolloutEngine:
         episodes = self.new_episodes(records, copies)
         firsts = self.propose(episodes[::copies], copies, greedy=greedy)
         # the copies of a question share their prompt: candidate i of the group becomes copy i's first step
-        self.execute([Candidate(episodes[g * copies + i], candidate.step)
-                      for g, group in enumerate(firsts) for i, candidate in enumerate(group)])
+        steps = [Candidate(episodes[g * copies + i], candidate.step, candidate.carry)
+                 for g, group in enumerate(firsts) for i, candidate in enumerate(group)]
         while True:
+            self.execute(steps)
+            carried = {id(c.episode): c.carry for c in steps}  # an episode's cache lives until its next step
             active = [e for e in episodes if not self.is_done(e)]
             if not active:
                 return episodes
-            self.execute([group[0] for group in self.propose(active, 1, greedy=greedy)])
+            steps = [group[0] for group in self.propose(active, 1, greedy=greedy,
+                                                        carried=[carried[id(e)] for e in active])]
