@@ -103,7 +103,8 @@ class RolloutConfig(_Strict):
     batch_size: int = Field(64, ge=1, description="Sequences generated together in one forward batch.")
     carry_kv_cache: bool = Field(True, description="hf backend, full trajectories: keep each episode's KV cache "
                                                    "from one step to the next, so only the new tokens (the step's "
-                                                   "reply, the environment's) are prefilled.")
+                                                   "reply, the environment's) are prefilled. Memory: every "
+                                                   "unfinished episode's cache is kept between steps.")
     invalid_note: str = Field("\nMy previous step was not in the right format. I will think and then search or "
                               "answer.\n", description="Corrective text appended after an invalid step (mask 0).")
     backend: Literal["hf", "vllm"] = Field("hf", description="hf: sample in-process with transformers; vllm: "
