@@ -141,3 +141,15 @@ def test_carrying_the_kv_cache_across_steps_changes_no_trajectory(policy) -> Non
             assert len(a.steps) >= 2 and a.token_ids() == b.token_ids()
             torch.testing.assert_close(torch.tensor(a.old_logprobs()), torch.tensor(b.old_logprobs()),
                                        atol=1e-5, rtol=0)
+
+
+def test_a_backend_swapped_in_after_construction_is_used_without_carrying(policy) -> None:
+    # the server backends replace engine.generate on a built engine; that sampler must get every call
+    engine = RolloutEngine(policy, FixedRetriever(), CONFIG)
+    assert engine.carries_kv_cache
+    generator = ScriptedGenerator(policy, search_then_answer)
+    engine.generate = generator
+    assert not engine.carries_kv_cache
+    [episode] = engine.rollout([RECORD], copies=1)
+    assert [s.action for s in episode.steps] == ["search", "answer"] and len(generator.calls) == 2
+    assert engine.counters["rollout/carried_tokens"] == 0

@@ -66,9 +66,7 @@ class RolloutEngine:
         # policy in tests) can stand in, since it only maps prefixes to token ids and log-probs.
         self.generate: Generator = generator or self._sample_in_process
         self.stop = StopCondition(STOP_STRINGS, policy.encode, policy.decode, policy.eos_token_id)
-        # Carrying KV caches across steps needs the in-process sampler and a cache it can fill (full attention).
-        self.carries_kv_cache = (config.carry_kv_cache and generator is None
-                                 and growing_cache_for(policy.model) is not None)
+        self._cache_can_carry = growing_cache_for(policy.model) is not None  # full attention in every layer
         self.answer_open_ids = policy.encode(ANSWER_OPEN)
         self.invalid_note_ids = policy.encode(config.invalid_note)
         self.counters: Counter[str] = Counter()
@@ -89,6 +87,12 @@ class RolloutEngine:
 
     def must_force(self, episode: Episode) -> bool:
         return self.config.force_answer and len(episode.steps) == self.config.max_steps
+
+    @property
+    def carries_kv_cache(self) -> bool:
+        """Carrying KV caches across steps needs the in-process sampler (a server backend may be swapped in after
+        construction) and a cache it can fill."""
+        return self.config.carry_kv_cache and self._cache_can_carry and self.generate == self._sample_in_process
 
     # -- proposing steps ------------------------------------------------------------------------------------------
     def propose(self, episodes: list[Episode], num_candidates: int, greedy: bool = False,
