@@ -11,7 +11,10 @@ advantage's std floored at 0.5: no blown-up near-ties), and continued SFT for th
 mean wall-clock time of the RL arms (the honest control). ``--sizes`` adds SLATE vs Search-R1 from a second SFT
 checkpoint of another policy size.
 
-    python benchmarks/compare.py --sft runs/sft --world runs/world --seeds 0 1 2 --token-budget 400000
+    python benchmarks/compare.py --sft runs/sft --world runs/world --seeds 0 1 2 --token-budget 600000
+    # the same comparison on both cores: two commands on one --out, arms or seeds split between them
+    OMP_NUM_THREADS=1 python benchmarks/compare.py --arms slate --seeds 0 1 2 &
+    OMP_NUM_THREADS=1 python benchmarks/compare.py --arms searchr1 continued_sft --seeds 0 &
     python benchmarks/compare.py --quick --sft runs/sft --world runs/world      # one seed, small budget
     python benchmarks/compare.py --replot --out results      # redraw compare_curves.png from compare.json only
 
@@ -22,10 +25,12 @@ evaluate on >= 600 test questions.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from slate.config import load_config, save_config
@@ -55,6 +60,22 @@ ARMS: dict[str, tuple[str, list[str]]] = {
 # rows of the curve plot: the three methods, and SLATE beside its variants (eight arms on one axis are unreadable)
 CURVE_GROUPS = {"methods": ["searchr1", "stepsearch", "slate"],
                 "SLATE variants": [arm for arm in ARMS if arm.startswith("slate")]}
+
+
+def read_rows(raw_path: Path) -> list[dict]:
+    return json.loads(raw_path.read_text()) if raw_path.is_file() else []
+
+
+def update_rows(raw_path: Path, change: Callable[[list[dict]], list[dict]]) -> list[dict]:
+    """Read compare.json, apply ``change`` and write it back (to a temporary file, then renamed), all under a lock:
+    two processes (``--arms``/``--seeds`` split between them, one core each) can fill one comparison."""
+    with (raw_path.parent / (raw_path.name + ".lock")).open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = change(read_rows(raw_path))
+        partial = raw_path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(rows, indent=1))
+        partial.replace(raw_path)
+        return rows
 
 
 def evaluate_policy(policy_dir: Path, config, retriever, records: list[QARecord]) -> dict:
@@ -139,7 +160,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=[*ARMS, "continued_sft"], choices=[*ARMS, "continued_sft"])
-    parser.add_argument("--token-budget", type=int, default=400_000)
+    parser.add_argument("--token-budget", type=int, default=600_000)
     parser.add_argument("--test-questions", type=int, default=800)
     parser.add_argument("--dev-questions", type=int, default=100)
     parser.add_argument("--eval-every", type=int, default=10)
@@ -169,45 +190,55 @@ def main() -> None:
     eval_config = load_config("configs/searchr1-tiny.yaml", [f"world.dir={args.world}",
                                                             *[o for o in args.override if o.startswith("rollout.")]])
     raw_path = args.out / "compare.json"
-    rows: list[dict] = json.loads(raw_path.read_text()) if raw_path.is_file() else []
-    done = {(r["arm"], r["seed"]) for r in rows}
-    start_sft = evaluate_policy(args.sft, eval_config, retriever, test)
-    start_sizes = evaluate_policy(args.sizes, eval_config, retriever, test) if args.sizes else None
     # the trainer evaluates each arm on these dev questions; the start's EM on them is every curve's 0-token point
     dev = read_qa_jsonl(args.world / "dev.jsonl")[: args.dev_questions]
-    start_dev = start_point(evaluate_policy(args.sft, eval_config, retriever, dev))
+    # the start's evaluations are greedy, so a later command on the same comparison reuses them
+    previous = next((r for r in read_rows(raw_path) if r["arm"] == "start"), None)
+    if previous and (previous["policy"], previous.get("questions")) == (str(args.sft), [len(test), len(dev)]):
+        start_sft, start_dev = previous["test"], previous["dev"]
+    else:
+        start_sft = evaluate_policy(args.sft, eval_config, retriever, test)
+        start_dev = start_point(evaluate_policy(args.sft, eval_config, retriever, dev))
+    start_sizes = evaluate_policy(args.sizes, eval_config, retriever, test) if args.sizes else None
     start_dev_sizes = start_point(evaluate_policy(args.sizes, eval_config, retriever, dev)) if args.sizes else None
     # the start is a row of its own (arm "start", 0 tokens), with how it was chosen when `slate sft --seeds` chose it
     selection = args.sft / "warm_start.json"
     start_row = {"arm": "start", "seed": 0, "wall_s": 0.0, "policy_tokens": 0, "curve": [], "policy": str(args.sft),
-                 "test": start_sft, "warm_start": json.loads(selection.read_text()) if selection.is_file() else None}
-    rows = [start_row, *[r for r in rows if r["arm"] != "start"]]
-    raw_path.write_text(json.dumps(rows, indent=1))
+                 "test": start_sft, "dev": start_dev, "questions": [len(test), len(dev)],
+                 "warm_start": json.loads(selection.read_text()) if selection.is_file() else None}
+    update_rows(raw_path, lambda rows: [start_row, *[r for r in rows if r["arm"] != "start"]])
+
+    def done(arm: str, seed: int) -> bool:  # re-read: another process may share this comparison
+        return any((r["arm"], r["seed"]) == (arm, seed) for r in read_rows(raw_path))
+
+    def record(row: dict) -> None:
+        update_rows(raw_path, lambda rows: [*rows, row])
+
     for seed in args.seeds:
         for arm in [a for a in args.arms if a != "continued_sft"]:
-            if (arm, seed) in done:
+            if done(arm, seed):
                 continue
             logger.info("arm %s seed %d", arm, seed)
             row = run_arm(arm, seed, args, retriever, args.world, args.sft, runs, start_dev)
             row["test"] = evaluate_policy(Path(row["policy"]), eval_config, retriever, test)
-            rows.append(row)
-            raw_path.write_text(json.dumps(rows, indent=1))
+            record(row)
         for arm in ("searchr1", "slate") if args.sizes else ():
             label = f"{arm}@{args.sizes.name}"
-            if (label, seed) in done:
+            if done(label, seed):
                 continue
             row = run_arm(arm, seed, args, retriever, args.world, args.sizes, runs / args.sizes.name, start_dev_sizes)
             row["arm"] = label
             row["test"] = evaluate_policy(Path(row["policy"]), eval_config, retriever, test)
-            rows.append(row)
-            raw_path.write_text(json.dumps(rows, indent=1))
-        if "continued_sft" in args.arms and ("continued_sft", seed) not in done:
-            rl_walls = [r["wall_s"] for r in rows if r["seed"] == seed and r["arm"] in ARMS]
-            row = run_continued_sft(seed, statistics.fmean(rl_walls) if rl_walls else 60.0, args, retriever,
-                                    args.world, args.sft, runs)
+            record(row)
+        if "continued_sft" in args.arms and not done("continued_sft", seed):
+            rl_walls = [r["wall_s"] for r in read_rows(raw_path) if r["seed"] == seed and r["arm"] in ARMS]
+            if not rl_walls:  # its budget is their mean wall-clock: without them it would control for nothing
+                raise SystemExit(f"continued_sft seed {seed}: no RL arm of seed {seed} has finished in {raw_path}; "
+                                 "run the RL arms of this seed first (or in the same command).")
+            row = run_continued_sft(seed, statistics.fmean(rl_walls), args, retriever, args.world, args.sft, runs)
             row["test"] = evaluate_policy(Path(row["policy"]), eval_config, retriever, test)
-            rows.append(row)
-            raw_path.write_text(json.dumps(rows, indent=1))
+            record(row)
+    rows = read_rows(raw_path)
     rows_with_start = list(rows)
     if start_sizes is not None:
         rows_with_start.insert(1, {"arm": f"start@{args.sizes.name}", "seed": 0, "wall_s": 0.0,

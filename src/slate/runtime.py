@@ -8,14 +8,17 @@
   mmap and trim thresholds to 1 GiB so freed memory is reused. Linux with glibc only; ``SLATE_KEEP_FREED_MEMORY=0``
   turns it off. Costs: the process keeps up to 1 GiB of freed heap instead of returning it.
 - ``describe_cpu``: the CPU capability torch dispatches to and whether bfloat16 is native (dtype choices use it).
+- ``use_bf16_autocast``/``autocast_bf16``: SFT and the RL update run their forward passes under bfloat16 autocast
+  only where it is native (``auto``); on an AVX2-only CPU it is emulated and many times slower than float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import torch
@@ -58,6 +61,20 @@ def native_bf16(device: torch.device | None = None) -> tuple[bool, str]:
     extras = [name for name, probe in (("AVX512_BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
               if getattr(torch.cpu, probe, lambda: False)()]
     return bool(extras) or capability in ("AVX512_BF16", "AMX"), "+".join([capability, *extras])
+
+
+def use_bf16_autocast(setting: bool | Literal["auto"], native: bool) -> bool:
+    """``auto`` follows the hardware; ``true``/``false`` force it."""
+    return native if setting == "auto" else setting
+
+
+def autocast_bf16(device: torch.device | str, enabled: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on ``device`` when ``enabled``; a no-op context otherwise."""
+    import torch
+
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 def describe_cpu() -> dict[str, object]:

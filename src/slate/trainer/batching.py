@@ -159,7 +159,8 @@ def scatter_rows(values: torch.Tensor, units: list[Unit], grouped: bool) -> list
 
 @torch.no_grad()
 def packed_logprobs(model: torch.nn.Module, micros: list[list[Unit]], grouped: bool, pad_id: int,
-                    temperature: float, device: torch.device | str) -> list[tuple[Sample, list[float]]]:
+                    temperature: float, device: torch.device | str,
+                    float32_head: bool = False) -> list[tuple[Sample, list[float]]]:
     """Every sample's per-token log-probs under ``model`` (0 where it is not trained, aligned with its ids), one
     packed no-grad forward per micro-batch: the reference's log-probs and a server check use the same passes."""
     out: list[tuple[Sample, list[float]]] = []
@@ -168,9 +169,10 @@ def packed_logprobs(model: torch.nn.Module, micros: list[list[Unit]], grouped: b
         if grouped:
             values = grouped_token_logprobs(model, batch.prefix_ids, batch.input_ids, batch.target_mask,
                                             temperature, prefix_lens=batch.prefix_lens, group_of=batch.group_of,
-                                            row_prefix_lens=batch.row_prefix_lens).logprobs
+                                            row_prefix_lens=batch.row_prefix_lens,
+                                            float32_head=float32_head).logprobs
         else:
             values = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.target_mask,
-                                    temperature).logprobs
+                                    temperature, float32_head=float32_head).logprobs
         out += zip([s for unit in micro for s in unit], scatter_rows(values, micro, grouped), strict=True)
     return out

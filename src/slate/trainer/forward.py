@@ -51,11 +51,19 @@ def _row_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: floa
 
 
 def _head_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float,
-                   with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   with_entropy: bool, float32_head: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``_row_logprobs`` of ``head(hidden)``, ``HEAD_CHUNK_ROWS`` rows at a time: the (M, V) logits and their
     log-softmax never exist whole, which made the head's forward + backward 1.6× faster on the 2-core CPU (4,000
-    rows: 533 → 328 ms; docs/performance.md). Each row's numbers are its own, so only memory traffic changes."""
-    parts = [_row_logprobs(head(hidden[i:i + HEAD_CHUNK_ROWS]), targets[i:i + HEAD_CHUNK_ROWS], temperature,
+    rows: 533 → 328 ms; docs/performance.md). Each row's numbers are its own, so only memory traffic changes.
+    ``float32_head``: the projection onto the vocabulary runs in float32 even under bfloat16 autocast; bf16 logits
+    (3 significant digits) would put errors of a few hundredths into every log-prob and so into the PPO ratio."""
+    def project(rows: torch.Tensor) -> torch.Tensor:
+        if not float32_head:
+            return head(rows)
+        with torch.autocast(rows.device.type, enabled=False):
+            return head(rows.float())
+
+    parts = [_row_logprobs(project(hidden[i:i + HEAD_CHUNK_ROWS]), targets[i:i + HEAD_CHUNK_ROWS], temperature,
                            with_entropy) for i in range(0, len(hidden), HEAD_CHUNK_ROWS)]
     if not parts:
         empty = hidden.new_zeros(0, dtype=torch.float32)
@@ -96,7 +104,8 @@ def grouped_token_logprobs(model: PreTrainedModel, prefix_ids: torch.Tensor, inp
                            target_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False,
                            prefix_lens: torch.Tensor | None = None,
                            group_of: torch.Tensor | None = None,
-                           row_prefix_lens: torch.Tensor | None = None) -> TokenLogprobs:
+                           row_prefix_lens: torch.Tensor | None = None,
+                           float32_head: bool = False) -> TokenLogprobs:
     """Log-probs of the continuations of G shared prefixes, running each prefix once, all groups in one pass.
 
     prefix_ids: (G, P), right-padded; prefix_lens: (G,) real lengths (default: all P). input_ids: (N, C), the N
@@ -127,7 +136,8 @@ def grouped_token_logprobs(model: PreTrainedModel, prefix_ids: torch.Tensor, inp
         rows = [prefix_ids[g, :lens[i]].tolist() + input_ids[i].tolist() for i, g in enumerate(owners)]
         masks = [[False] * lens[i] + target_mask[i].tolist() for i, g in enumerate(owners)]
         full_ids, full_attention, full_mask = (t.to(device) for t in pad_batch(rows, masks, pad_id=0))
-        out = token_logprobs(model, full_ids, full_attention, full_mask, temperature, with_entropy)
+        out = token_logprobs(model, full_ids, full_attention, full_mask, temperature, with_entropy,
+                             float32_head=float32_head)
         return TokenLogprobs(out.logprobs.gather(1, positions),
                              out.entropy.gather(1, positions) if out.entropy is not None else None)
     decoder = model.get_decoder()
@@ -151,13 +161,13 @@ def grouped_token_logprobs(model: PreTrainedModel, prefix_ids: torch.Tensor, inp
     hidden = torch.cat([last_prefix[:, None], continuation.last_hidden_state[:, :-1]], dim=1)  # (N, C, H)
     # M = trained tokens
     picked, entropy = _head_logprobs(model.get_output_embeddings(), hidden[target_mask], input_ids[target_mask],
-                                     temperature, with_entropy)
+                                     temperature, with_entropy, float32_head)
     return _scatter(picked, entropy, target_mask)
 
 
 def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    target_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False,
-                   full_head: bool = False) -> TokenLogprobs:
+                   full_head: bool = False, float32_head: bool = False) -> TokenLogprobs:
     """log-probs under softmax(logits / temperature), the same distribution the rollout sampled from."""
     predicts = target_mask[:, 1:]  # (B, L-1): the state at t-1 predicts token t
     if full_head:
@@ -174,4 +184,4 @@ def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_ma
     if full_head:
         return _scatter(*_row_logprobs(logits, targets, temperature, with_entropy), where)
     return _scatter(*_head_logprobs(model.get_output_embeddings(), hidden[:, :-1][predicts], targets, temperature,
-                                    with_entropy), where)
+                                    with_entropy, float32_head), where)

@@ -40,7 +40,7 @@ from slate.retrieval.failures import check_retrieval_failures
 from slate.rollout.engine import RolloutEngine
 from slate.rollout.policy import Policy, load_policy
 from slate.rollout.samplers import Sample, SampledBatch
-from slate.runtime import describe_cpu
+from slate.runtime import autocast_bf16, describe_cpu, native_bf16, use_bf16_autocast
 from slate.trainer import checkpoint, faults
 from slate.trainer.batching import Unit, make_units, micro_tensors, pack_micro_batches, packed_logprobs
 from slate.trainer.forward import enable_checkpointing, grouped_token_logprobs, token_logprobs
@@ -52,22 +52,24 @@ logger = logging.getLogger(__name__)
 class PolicyLogprobs(torch.nn.Module):
     """Wraps the causal LM so the distributed wrapper sees one forward: ids → per-token log-probs (and entropy)."""
 
-    def __init__(self, model: torch.nn.Module, temperature: float) -> None:
+    def __init__(self, model: torch.nn.Module, temperature: float, bf16_autocast: bool = False) -> None:
         super().__init__()
         self.model = model
         self.temperature = temperature
+        self.bf16_autocast = bf16_autocast
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor,
                 prefix_ids: torch.Tensor | None = None, prefix_lens: torch.Tensor | None = None,
                 group_of: torch.Tensor | None = None,
                 row_prefix_lens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if prefix_ids is None:
-            out = token_logprobs(self.model, input_ids, attention_mask, target_mask, self.temperature,
-                                 with_entropy=True)
-        else:
-            out = grouped_token_logprobs(self.model, prefix_ids, input_ids, target_mask, self.temperature,
-                                         with_entropy=True, prefix_lens=prefix_lens, group_of=group_of,
-                                         row_prefix_lens=row_prefix_lens)
+        with autocast_bf16(input_ids.device, self.bf16_autocast):
+            if prefix_ids is None:
+                out = token_logprobs(self.model, input_ids, attention_mask, target_mask, self.temperature,
+                                     with_entropy=True, float32_head=self.bf16_autocast)
+            else:
+                out = grouped_token_logprobs(self.model, prefix_ids, input_ids, target_mask, self.temperature,
+                                             with_entropy=True, prefix_lens=prefix_lens, group_of=group_of,
+                                             row_prefix_lens=row_prefix_lens, float32_head=self.bf16_autocast)
         assert out.entropy is not None
         return out.logprobs, out.entropy
 
@@ -162,7 +164,16 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
         # Not prepared by accelerate on purpose: a prepared scheduler steps once per process per step.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(tc.warmup_steps))
-        self.module = PolicyLogprobs(self.policy.model, config.rollout.temperature)
+        native, detected = native_bf16(acc.device)
+        self.bf16_autocast = use_bf16_autocast(tc.bf16_autocast, native)
+        if acc.is_main_process:
+            logger.info("update: forward passes in %s (trainer.bf16_autocast=%s; %s, native bfloat16: %s)",
+                        "bfloat16 autocast, float32 head" if self.bf16_autocast else "float32", tc.bf16_autocast,
+                        detected, "yes" if native else "no")
+        if self.bf16_autocast and not native:
+            logger.warning("update: bfloat16 autocast forced on a device without native bfloat16 (%s): expect it to "
+                           "run many times slower than float32.", detected)
+        self.module = PolicyLogprobs(self.policy.model, config.rollout.temperature, self.bf16_autocast)
         self.module, self.optimizer = acc.prepare(self.module, self.optimizer)
         self.engine = RolloutEngine(self.policy, retriever, config.rollout, config.retrieval.top_k,
                                     config.retrieval.max_retries, seed=tc.seed * 1000 + acc.process_index)
@@ -343,9 +354,10 @@ class Trainer:
         model = self.reference if self.reference is not None else self.policy.model
         was_training = model.training
         model.eval()
-        with adapter_off:  # LoRA: the frozen base model is the reference
+        with adapter_off, autocast_bf16(device, self.bf16_autocast):  # LoRA: the frozen base model is the reference
             for sample, values in packed_logprobs(model, self._micro_batches(units, grouped), grouped,
-                                                  self.policy.pad_token_id, temperature, device):
+                                                  self.policy.pad_token_id, temperature, device,
+                                                  float32_head=self.bf16_autocast):
                 sample.ref_logprobs = values
         model.train(was_training)
 

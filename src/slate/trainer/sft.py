@@ -18,7 +18,6 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import torch
 
@@ -31,16 +30,11 @@ from slate.rollout.engine import information_ids
 from slate.rollout.episode import Episode, Step
 from slate.rollout.policy import Policy, build_tiny_policy, load_policy
 from slate.rollout.prompt import build_prompt
-from slate.runtime import native_bf16
+from slate.runtime import native_bf16, use_bf16_autocast
 from slate.trainer.forward import pad_batch, token_logprobs
 from slate.world.demonstrations import MistakeRates, ScriptedSearcher, ScriptedStep
 
 logger = logging.getLogger(__name__)
-
-
-def use_bf16_autocast(setting: bool | Literal["auto"], native: bool) -> bool:
-    """``auto`` follows the hardware; ``true``/``false`` force it."""
-    return native if setting == "auto" else setting
 
 
 def demonstration_episodes(policy: Policy, records: list[QARecord], demonstrations: list[list[ScriptedStep]],

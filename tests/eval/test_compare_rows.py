@@ -1,0 +1,51 @@
+"""benchmarks/compare.py: two commands (one core each) fill one compare.json; no row may be lost to a race."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import multiprocessing
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compare_module():
+    spec = importlib.util.spec_from_file_location("compare_benchmark", REPO_ROOT / "benchmarks" / "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _append_many(raw_path: str, arm: str, count: int, ready) -> None:
+    compare = _compare_module()
+    ready.wait()  # both start appending together, so their read-modify-writes overlap
+    for seed in range(count):
+        compare.update_rows(Path(raw_path), lambda rows, seed=seed: [*rows, {"arm": arm, "seed": seed}])
+
+
+def test_two_processes_appending_rows_lose_none(tmp_path: Path) -> None:
+    raw = tmp_path / "compare.json"
+    context = multiprocessing.get_context("spawn")
+    ready = context.Barrier(2)
+    workers = [context.Process(target=_append_many, args=(str(raw), arm, 200, ready))
+               for arm in ("slate", "searchr1")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    rows = json.loads(raw.read_text())
+    assert sorted((r["arm"], r["seed"]) for r in rows) == sorted((a, s) for a in ("slate", "searchr1")
+                                                                 for s in range(200))
+    assert not raw.with_suffix(".json.partial").exists()
+
+
+def test_update_rows_replaces_the_start_row(tmp_path: Path) -> None:
+    compare = _compare_module()
+    raw = tmp_path / "compare.json"
+    raw.write_text(json.dumps([{"arm": "start", "seed": 0, "test": {"em": 0.1}}, {"arm": "slate", "seed": 0}]))
+    rows = compare.update_rows(raw, lambda rows: [{"arm": "start", "seed": 0, "test": {"em": 0.7}},
+                                                  *[r for r in rows if r["arm"] != "start"]])
+    assert rows == json.loads(raw.read_text())
+    assert [(r["arm"], r.get("test")) for r in rows] == [("start", {"em": 0.7}), ("slate", None)]
