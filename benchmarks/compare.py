@@ -243,8 +243,9 @@ def main() -> None:
     if start_sizes is not None:
         rows_with_start.insert(1, {"arm": f"start@{args.sizes.name}", "seed": 0, "wall_s": 0.0,
                                    "policy_tokens": 0, "curve": [], "test": start_sizes})
+    seeds = sorted({r["seed"] for r in rows if r["arm"] != "start"})  # two commands may have split them
     header = (f"# Method comparison\n\nTest EM (greedy) on {len(test)} test questions, from `{args.sft}`, token "
-              f"budget {args.token_budget:,} policy tokens per run, seeds {args.seeds}; mean ± 95% t-interval over "
+              f"budget {args.token_budget:,} policy tokens per run, seeds {seeds}; mean ± 95% t-interval over "
               "seeds.")
     diagnostics = ("\n## Training\n\nMean over seeds. Optimizer steps per RL step differ by method (SLATE's "
                    "samples are one step each); the bonus columns are SLATE's early-answer tie (docs/experiments.md)."

@@ -158,6 +158,10 @@ def test_float32_head_under_autocast_is_the_float32_projection() -> None:
     assert kept.dtype == torch.float32
     torch.testing.assert_close(kept, exact, atol=1e-6, rtol=0)
     assert float((rounded - exact).detach().abs().max()) > 1e-3  # what the float32 head is for
+    head_bf16 = head.to(torch.bfloat16)  # a model loaded in bfloat16 (the GPU presets): its head runs as it is
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        as_loaded, _ = _head_logprobs(head_bf16, hidden, targets, 1.0, False, float32_head=True)
+    assert float((as_loaded - exact).detach().abs().max()) < 0.5
 
 
 @pytest.mark.parametrize("method", ["searchr1", "slate"])

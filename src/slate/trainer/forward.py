@@ -56,9 +56,10 @@ def _head_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.T
     log-softmax never exist whole, which made the head's forward + backward 1.6× faster on the 2-core CPU (4,000
     rows: 533 → 328 ms; docs/performance.md). Each row's numbers are its own, so only memory traffic changes.
     ``float32_head``: the projection onto the vocabulary runs in float32 even under bfloat16 autocast; bf16 logits
-    (3 significant digits) would put errors of a few hundredths into every log-prob and so into the PPO ratio."""
+    (3 significant digits) would put errors of a few hundredths into every log-prob and so into the PPO ratio. A
+    head whose weights are not float32 (a model loaded in bfloat16) runs as it is: casting them would cost more."""
     def project(rows: torch.Tensor) -> torch.Tensor:
-        if not float32_head:
+        if not float32_head or head.weight.dtype != torch.float32:
             return head(rows)
         with torch.autocast(rows.device.type, enabled=False):
             return head(rows.float())

@@ -228,7 +228,7 @@ class Trainer:
         faults.maybe_die("rollout", self.state.step + 1)
         if self.server_rollouts is not None:  # version check + the trainer's old log-probs, before any update
             server_metrics |= self.server_rollouts.before_update(batch.samples, self.state.step,
-                                                                 self._trained_model())
+                                                                 self._trained_model(), self.bf16_autocast)
         start = time.perf_counter()
         self.policy.model.train()
         update_metrics = self.update(batch.samples)

@@ -31,6 +31,7 @@ from slate.rollout.engine import RolloutEngine
 from slate.rollout.samplers import Sample
 from slate.rollout.vllm_backend import PolicyServer, VllmGenerator
 from slate.rollout.weight_sync import FullSync, LoraSync
+from slate.runtime import autocast_bf16
 from slate.trainer.batching import make_units, pack_micro_batches, packed_logprobs
 
 logger = logging.getLogger(__name__)
@@ -64,13 +65,16 @@ def logprob_gap(server: list[list[float]], trainer: list[list[float]],
 
 
 def policy_logprobs(model: torch.nn.Module, samples: list[Sample], temperature: float, micro_batch_size: int,
-                    pad_id: int, device: torch.device, micro_batch_tokens: int | None = None) -> list[list[float]]:
+                    pad_id: int, device: torch.device, micro_batch_tokens: int | None = None,
+                    bf16_autocast: bool = False) -> list[list[float]]:
     """Each sample's per-token log-probs under ``model`` (0 where its loss mask is False), aligned with its ids, in
-    the update's packed passes (``trainer/batching.py``): siblings that share a prefix run it once."""
+    the update's packed passes (``trainer/batching.py``) and its precision (``bf16_autocast``, the trainer's choice):
+    siblings that share a prefix run it once."""
     units, grouped = make_units(samples)
     micros = pack_micro_batches(units, grouped, micro_batch_tokens, 1 if grouped else micro_batch_size)
-    by_sample = {id(sample): values for sample, values in packed_logprobs(model, micros, grouped, pad_id,
-                                                                           temperature, device)}
+    with autocast_bf16(device, bf16_autocast):
+        by_sample = {id(sample): values for sample, values in packed_logprobs(
+            model, micros, grouped, pad_id, temperature, device, float32_head=bf16_autocast)}
     return [by_sample[id(sample)] for sample in samples]
 
 
@@ -115,14 +119,15 @@ class ServerRollouts:
         self.synced_version = version
         return {"rollout/synced_version": float(version), "time/weight_sync_s": self.sync.seconds}
 
-    def before_update(self, samples: list[Sample], trained_version: int, model: torch.nn.Module) -> dict[str, float]:
+    def before_update(self, samples: list[Sample], trained_version: int, model: torch.nn.Module,
+                      bf16_autocast: bool = False) -> dict[str, float]:
         rc = self.config.rollout
         versions = [s.policy_version for s in samples]
         check_policy_versions(versions, trained_version, rc.max_staleness)
         start = time.perf_counter()
         tc = self.config.trainer
         trainer_values = policy_logprobs(model, samples, rc.temperature, tc.micro_batch_size, self.pad_id,
-                                         self.device, tc.micro_batch_tokens)
+                                         self.device, tc.micro_batch_tokens, bf16_autocast)
         gap, worst = logprob_gap([s.old_logprobs for s in samples], trainer_values, [s.loss_mask for s in samples])
         if gap > GAP_WARNING:
             logger.warning("rollout/logprob_gap %.3f nats (max %.3f) at policy version %d: the servers and the trainer "
