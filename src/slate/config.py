@@ -181,10 +181,12 @@ class TrainerConfig(_Strict):
                                                   "FLOPs in the linear layers, more in attention (every row attends "
                                                   "over the longest prefix, masked): 0.97x on the tiny preset here.")
     bf16_autocast: bool | Literal["auto"] = Field(
-        "auto", description="Run the update's forward passes (policy and reference) under bfloat16 autocast, the "
-                            "projection onto the vocabulary in float32; weights, gradients' accumulation and the "
-                            "optimizer stay float32. auto: only where bfloat16 is native (a CPU with AVX512_BF16 "
-                            "or AMX, a CUDA GPU that supports it); elsewhere it is many times slower.")
+        False, description="Run the update's forward passes (policy and reference) under bfloat16 autocast, the "
+                           "projection onto the vocabulary in float32; weights and the optimizer stay float32. "
+                           "auto: only where bfloat16 is native (a CPU with AVX512_BF16 or AMX, a CUDA GPU that "
+                           "supports it); elsewhere it is many times slower. Off by default: on the tiny preset "
+                           "with native bfloat16 it made SLATE's update slower (0.77x) and Search-R1's no faster "
+                           "(docs/performance.md).")
     max_nonfinite_in_row: int = Field(3, ge=1, description="Stop after this many non-finite losses in a row.")
     seed: int = Field(0, description="Seed for data order, sampling and the model's init.")
     checkpoint_every: int = Field(10, ge=1, description="Save a checkpoint every N steps (and at the end).")
