@@ -127,11 +127,11 @@ def run_arm(name: str, seed: int, args: argparse.Namespace, retriever, world: Pa
                  *([f"trainer.lr={args.lr_of[name]}"] if name in args.lr_of else [])]
     config = load_config(preset, overrides)
     run_dir = out / f"{name}_seed{seed}"
-    start = time.perf_counter()
+    began = time.perf_counter()
     trainer = Trainer(config, read_qa_jsonl(world / "train.jsonl"), retriever, sft_dir, run_dir, world,
                       read_qa_jsonl(world / "dev.jsonl")[: args.dev_questions])
     trainer.train(resume=True)
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - began
     curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {"arm": name, "seed": seed, "wall_s": wall, "policy_tokens": trainer.generated_tokens,
             "steps": trainer.state.step, "config": config.model_dump(mode="json"),

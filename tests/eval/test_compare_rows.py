@@ -49,3 +49,32 @@ def test_update_rows_replaces_the_start_row(tmp_path: Path) -> None:
                                                   *[r for r in rows if r["arm"] != "start"]])
     assert rows == json.loads(raw.read_text())
     assert [(r["arm"], r.get("test")) for r in rows] == [("start", {"em": 0.7}), ("slate", None)]
+
+
+def test_an_arm_curve_starts_at_the_start_point(tmp_path: Path, monkeypatch) -> None:
+    """Every arm's dev curve begins with the start's evaluation at 0 tokens (a float there once broke the plot)."""
+    import argparse
+    from types import SimpleNamespace
+
+    compare = _compare_module()
+
+    class FakeTrainer:
+        def __init__(self, config, records, retriever, init, run_dir, world, dev) -> None:
+            self.run_dir, self.generated_tokens, self.state = run_dir, 1200, SimpleNamespace(step=2)
+
+        def train(self, resume: bool) -> None:
+            self.run_dir.mkdir(parents=True)
+            lines = [{"step": 1, "rollout/policy_tokens_total": 600, "rollout/searches": 2.0},
+                     {"step": 2, "rollout/policy_tokens_total": 1200, "rollout/searches": 2.5, "eval/em": 0.5,
+                      "eval/em_1hop": 0.75}]
+            (self.run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+
+    monkeypatch.setattr(compare, "Trainer", FakeTrainer)
+    monkeypatch.setattr(compare, "read_qa_jsonl", lambda path: [])
+    monkeypatch.chdir(REPO_ROOT)  # the presets are found by their repository paths
+    args = argparse.Namespace(token_budget=1200, eval_every=1, dev_questions=10, checkpoint_every=1, override=[],
+                              lr_of={})
+    start = compare.curve_point(0, 0.4, {"1": 0.6})
+    row = compare.run_arm("slate", 0, args, None, tmp_path / "world", tmp_path / "sft", tmp_path / "runs", start)
+    assert row["curve"] == [start, compare.curve_point(1200, 0.5, {"1": 0.75})]
+    assert (row["policy_tokens"], row["steps"]) == (1200, 2)
