@@ -219,6 +219,10 @@ class SFTConfig(_Strict):
                                                        "length).")
     max_demos: int | None = Field(None, ge=1, description="Use at most this many train questions.")
     seed: int = Field(0, description="Seed for demonstrations, init and order.")
+    redraw_demonstrations: bool = Field(
+        False, description="Draw each pass's demonstrations afresh (new mistakes, hence new queries, passages and "
+                           "steps for the same questions) instead of repeating the first pass's: many passes over "
+                           "one fixed set teach the policy the set's names rather than copying them from passages.")
     time_limit_s: float | None = Field(None, gt=0, description="Wall-clock budget of the optimisation loop: the "
                                                                "cosine decay follows elapsed time or steps, "
                                                                "whichever is further, and ends at 0 in time.")

@@ -8,14 +8,16 @@
   mmap and trim thresholds to 1 GiB so freed memory is reused. Linux with glibc only; ``SLATE_KEEP_FREED_MEMORY=0``
   turns it off. Costs: the process keeps up to 1 GiB of freed heap instead of returning it.
 - ``describe_cpu``: the CPU capability torch dispatches to and whether bfloat16 is native (dtype choices use it).
-- ``use_bf16_autocast``/``autocast_bf16``: SFT and the RL update run their forward passes under bfloat16 autocast
-  only where it is native (``auto``); on an AVX2-only CPU it is emulated and many times slower than float32.
+- ``choose_bf16_autocast``/``autocast_bf16``: SFT and the RL update run their forward passes under bfloat16 autocast
+  only where it is native (``auto``), log the choice, and warn when it is forced where bfloat16 is emulated (on an
+  AVX2-only CPU many times slower than float32).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Literal
@@ -28,6 +30,7 @@ M_MMAP_THRESHOLD = -3
 KEPT_BYTES = 1 << 30
 
 _kept_freed_memory: bool | None = None
+logger = logging.getLogger(__name__)
 
 
 def keep_freed_memory() -> bool:
@@ -66,6 +69,23 @@ def native_bf16(device: torch.device | None = None) -> tuple[bool, str]:
 def use_bf16_autocast(setting: bool | Literal["auto"], native: bool) -> bool:
     """``auto`` follows the hardware; ``true``/``false`` force it."""
     return native if setting == "auto" else setting
+
+
+def choose_bf16_autocast(setting: bool | Literal["auto"], device: torch.device, *, what: str, knob: str,
+                         fp32_part: str = "", log: logging.Logger = logger, announce: bool = True) -> bool:
+    """Decide bfloat16 autocast for ``what`` ("SFT", "update") from ``setting`` and the device, log the choice on
+    ``log`` with what was detected (when ``announce``: one process of many says it), and warn when it is forced where
+    bfloat16 is emulated, since there it runs many times slower."""
+    native, detected = native_bf16(device)
+    enabled = use_bf16_autocast(setting, native)
+    if announce:
+        log.info("%s: forward passes in %s (%s=%s; %s, native bfloat16: %s)", what,
+                 f"bfloat16 autocast{fp32_part}" if enabled else "float32", knob, setting, detected,
+                 "yes" if native else "no")
+    if enabled and not native:
+        log.warning("%s: bfloat16 autocast forced on a device without native bfloat16 (%s): expect it to run many "
+                    "times slower than float32", what, detected)
+    return enabled
 
 
 def autocast_bf16(device: torch.device | str, enabled: bool) -> contextlib.AbstractContextManager:

@@ -18,15 +18,14 @@ from slate.data.records import read_corpus, read_qa_jsonl
 from slate.errors import ConfigError
 from slate.rollout.actions import INFO_OPEN, TAGS
 from slate.rollout.policy import build_tiny_policy
+from slate.runtime import native_bf16, use_bf16_autocast
 from slate.trainer.sft import (
     cosine_lr,
     demonstration_episodes,
     length_batches,
-    native_bf16,
     run_progress,
     tokenizer_texts,
     train_sft,
-    use_bf16_autocast,
 )
 from slate.world.demonstrations import MistakeRates, ScriptedSearcher
 
@@ -204,3 +203,55 @@ def test_one_seed_gives_one_checkpoint_with_or_without_evaluations(tiny_setup, t
     other = config.model_copy(update={"sft": sft.model_copy(update={"seed": 1})})
     different = train_sft(other, train, retriever, tiny_world, tmp_path / "c").model.state_dict()
     assert not all(torch.equal(plain[name], different[name]) for name in plain if name in different)
+
+
+def test_redrawn_demonstrations_change_between_passes_and_stay_seeded(tiny_setup, tiny_world: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``sft.redraw_demonstrations`` every pass trains on new draws of the mistakes (the same questions); without
+    it every pass repeats the first; either way one seed gives the same sequence of batches."""
+    import slate.trainer.sft as sft_module
+    config, retriever, train = tiny_setup
+    seen: list[list[tuple[int, ...]]] = []
+    real_pad_batch = sft_module.pad_batch
+
+    def recording_pad_batch(sequences, masks, pad_id):
+        seen[-1].extend(tuple(s) for s in sequences)
+        return real_pad_batch(sequences, masks, pad_id)
+
+    monkeypatch.setattr(sft_module, "pad_batch", recording_pad_batch)
+    rates = {"vague_query_rate": 0.5, "wrong_entity_rate": 0.3, "skip_hop_rate": 0.3, "early_answer_rate": 0.3}
+
+    def passes(redraw: bool) -> tuple[set, set]:
+        seen.append([])
+        sft = config.sft.model_copy(update={"epochs": 2, "max_demos": 20, "redraw_demonstrations": redraw, **rates})
+        train_sft(config.model_copy(update={"sft": sft}), train, retriever, tiny_world, tmp_path / f"p{len(seen)}")
+        half = len(seen[-1]) // 2  # each pass shows each of the 20 demonstrations once
+        assert len(seen[-1]) == 40
+        return set(seen[-1][:half]), set(seen[-1][half:])
+
+    first, second = passes(redraw=False)
+    assert first == second
+    first, second = passes(redraw=True)
+    assert first != second and len(first & second) > 0  # clean demonstrations recur; mistaken ones are new
+    passes(redraw=True)
+    assert seen[-1] == seen[-2]
+
+
+def test_the_bf16_choice_is_logged_and_a_forced_emulated_one_warned(monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import slate.runtime as runtime
+    from slate.runtime import choose_bf16_autocast
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: (False, "AVX2"))
+    with caplog.at_level("INFO", logger="slate.runtime"):
+        assert choose_bf16_autocast("auto", cpu, what="SFT", knob="sft.bf16_autocast") is False
+        assert "SFT: forward passes in float32 (sft.bf16_autocast=auto; AVX2, native bfloat16: no)" in caplog.text
+        assert "WARNING" not in caplog.text
+        assert choose_bf16_autocast(True, cpu, what="update", knob="k", fp32_part=", float32 head") is True
+        assert "update: forward passes in bfloat16 autocast, float32 head (k=True; AVX2" in caplog.text
+        assert "forced on a device without native bfloat16 (AVX2)" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: (True, "AVX512+AMX"))
+    with caplog.at_level("INFO", logger="slate.runtime"):
+        assert choose_bf16_autocast("auto", cpu, what="SFT", knob="k", announce=False) is True
+    assert caplog.text == ""  # not announced, and nothing to warn about

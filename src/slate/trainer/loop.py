@@ -40,7 +40,7 @@ from slate.retrieval.failures import check_retrieval_failures
 from slate.rollout.engine import RolloutEngine
 from slate.rollout.policy import Policy, load_policy
 from slate.rollout.samplers import Sample, SampledBatch
-from slate.runtime import autocast_bf16, describe_cpu, native_bf16, use_bf16_autocast
+from slate.runtime import autocast_bf16, choose_bf16_autocast, describe_cpu
 from slate.trainer import checkpoint, faults
 from slate.trainer.batching import Unit, make_units, micro_tensors, pack_micro_batches, packed_logprobs
 from slate.trainer.forward import enable_checkpointing, grouped_token_logprobs, token_logprobs
@@ -164,15 +164,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
         # Not prepared by accelerate on purpose: a prepared scheduler steps once per process per step.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(tc.warmup_steps))
-        native, detected = native_bf16(acc.device)
-        self.bf16_autocast = use_bf16_autocast(tc.bf16_autocast, native)
-        if acc.is_main_process:
-            logger.info("update: forward passes in %s (trainer.bf16_autocast=%s; %s, native bfloat16: %s)",
-                        "bfloat16 autocast, float32 head" if self.bf16_autocast else "float32", tc.bf16_autocast,
-                        detected, "yes" if native else "no")
-        if self.bf16_autocast and not native:
-            logger.warning("update: bfloat16 autocast forced on a device without native bfloat16 (%s): expect it to "
-                           "run many times slower than float32.", detected)
+        self.bf16_autocast = choose_bf16_autocast(tc.bf16_autocast, acc.device, what="update",
+                                                  knob="trainer.bf16_autocast", fp32_part=", float32 head",
+                                                  log=logger, announce=acc.is_main_process)
         self.module = PolicyLogprobs(self.policy.model, config.rollout.temperature, self.bf16_autocast)
         self.module, self.optimizer = acc.prepare(self.module, self.optimizer)
         self.engine = RolloutEngine(self.policy, retriever, config.rollout, config.retrieval.top_k,

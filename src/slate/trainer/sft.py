@@ -30,7 +30,7 @@ from slate.rollout.engine import information_ids
 from slate.rollout.episode import Episode, Step
 from slate.rollout.policy import Policy, build_tiny_policy, load_policy
 from slate.rollout.prompt import build_prompt
-from slate.runtime import native_bf16, use_bf16_autocast
+from slate.runtime import choose_bf16_autocast
 from slate.trainer.forward import pad_batch, token_logprobs
 from slate.world.demonstrations import MistakeRates, ScriptedSearcher, ScriptedStep
 
@@ -124,30 +124,28 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
         policy = build_tiny_policy(texts, config.model.tiny, seed=sft.seed)
     else:
         policy = load_policy(config.model, init)
-    episodes = demonstration_episodes(policy, records, demonstrations, config)
-    too_long = sum(len(step.token_ids) > config.rollout.max_step_tokens for e in episodes for step in e.steps)
-    if too_long:
-        # the policy would learn steps that every rollout cuts off, and then fail to parse them
-        logger.warning("SFT: %d of %d demonstration steps are longer than rollout.max_step_tokens=%d; raise it",
-                       too_long, sum(len(e.steps) for e in episodes), config.rollout.max_step_tokens)
-    sequences = [e.token_ids() for e in episodes]
-    masks = [e.loss_mask() for e in episodes]
+
+    def tokenised(demonstrations: list[list[ScriptedStep]]) -> tuple[list[list[int]], list[list[int]]]:
+        episodes = demonstration_episodes(policy, records, demonstrations, config)
+        too_long = sum(len(step.token_ids) > config.rollout.max_step_tokens for e in episodes for step in e.steps)
+        if too_long:
+            # the policy would learn steps that every rollout cuts off, and then fail to parse them
+            logger.warning("SFT: %d of %d demonstration steps are longer than rollout.max_step_tokens=%d; raise it",
+                           too_long, sum(len(e.steps) for e in episodes), config.rollout.max_step_tokens)
+        return [e.token_ids() for e in episodes], [e.loss_mask() for e in episodes]
+
+    sequences, masks = tokenised(demonstrations)
     rng = random.Random(sft.seed)
     epoch_batches = length_batches([len(s) for s in sequences], sft.batch_tokens, rng)
     total_steps = sft.max_steps or max(1, int(len(epoch_batches) * sft.epochs))
-    logger.info("SFT: %d demonstrations, %d policy tokens, %d optimizer steps", len(episodes),
-                sum(sum(m) for m in masks), total_steps)
+    logger.info("SFT: %d demonstrations, %d policy tokens, %d optimizer steps%s", len(sequences),
+                sum(sum(m) for m in masks), total_steps,
+                ", drawn afresh every pass" if sft.redraw_demonstrations else "")
     model = policy.model
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     model.train()
-    native, detected = native_bf16(device)
-    bf16 = use_bf16_autocast(sft.bf16_autocast, native)
-    logger.info("SFT: forward passes in %s (sft.bf16_autocast=%s; %s, native bfloat16: %s)",
-                "bfloat16 autocast" if bf16 else "float32", sft.bf16_autocast, detected, "yes" if native else "no")
-    if bf16 and not native:
-        logger.warning("SFT: bfloat16 autocast forced on a device without native bfloat16 (%s): expect it to run many "
-                       "times slower than float32", detected)
+    bf16 = choose_bf16_autocast(sft.bf16_autocast, device, what="SFT", knob="sft.bf16_autocast", log=logger)
 
     def evaluate_now() -> None:
         rng_state = torch.random.get_rng_state()
@@ -181,6 +179,9 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
                 on_step(step, total_steps, loss.item())
             if on_eval is not None and eval_every and step % eval_every == 0 and step < total_steps:
                 evaluate_now()
+        if not done and sft.redraw_demonstrations:
+            # the searcher's random state has moved on, so the same questions get new mistakes (deterministically)
+            sequences, masks = tokenised([searcher.demonstrate(record) for record in records])
         epoch_batches = length_batches([len(s) for s in sequences], sft.batch_tokens, rng)
     if step < total_steps:
         logger.info("SFT reached its time limit (%.0f s) after %d of %d steps; the learning rate had decayed to 0",
