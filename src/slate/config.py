@@ -221,8 +221,8 @@ class SFTConfig(_Strict):
     seed: int = Field(0, description="Seed for demonstrations, init and order.")
     redraw_demonstrations: bool = Field(
         False, description="Draw each pass's demonstrations afresh (new mistakes, hence new queries, passages and "
-                           "steps for the same questions) instead of repeating the first pass's: many passes over "
-                           "one fixed set teach the policy the set's names rather than copying them from passages.")
+                           "steps for the same questions) instead of repeating the first pass's. On the tiny preset: "
+                           "dev EM 0.870 against 0.728 at 4,500 steps (docs/experiments.md, \"Warm start\").")
     time_limit_s: float | None = Field(None, gt=0, description="Wall-clock budget of the optimisation loop: the "
                                                                "cosine decay follows elapsed time or steps, "
                                                                "whichever is further, and ends at 0 in time.")
