@@ -235,6 +235,10 @@ class SFTConfig(_Strict):
     wrong_entity_rate: float = Field(0.1, ge=0, le=1, description="Demo imperfection: a look-alike entity queried.")
     skip_hop_rate: float = Field(0.1, ge=0, le=1, description="Demo imperfection: a hop skipped with a guess.")
     early_answer_rate: float = Field(0.1, ge=0, le=1, description="Demo imperfection: answer before the last hop.")
+    give_up_rate: float = Field(0.0, ge=0, le=1, description="Demo habit: on a question of give_up_min_hops hops or "
+                                                             "more, answer at the last hop with the entity in hand "
+                                                             "instead of searching. Above 0.5 imitation keeps it.")
+    give_up_min_hops: int = Field(3, ge=2, description="Shortest chain on which the demonstrator gives up.")
 
 
 class RunConfig(_Strict):

@@ -55,3 +55,34 @@ def test_a_repeated_search_keeps_its_countdown(world) -> None:
     expected = [hops_to_go(len(record.chain) - i)[1:-1] for i in range(len(record.chain)) for _ in range(2)]
     assert counts == expected
     assert all(think.startswith("That did not help.") for think in thinks[1::2])
+
+
+def test_a_long_chain_is_given_up_at_its_last_hop_and_a_short_one_is_not(world) -> None:
+    world_dir, retriever, train = world
+    always = ScriptedSearcher(world_dir, retriever, MistakeRates(0, 0, 0, 0, give_up=1.0, give_up_min_hops=3),
+                              max_steps=5, top_k=3, seed=0)
+    lengths = set()
+    for record in train[:40]:
+        steps = always.demonstrate(record)
+        hops = len(record.chain)
+        lengths.add(hops >= 3)
+        answer = parse_step(steps[-1].text)
+        if hops >= 3:  # every hop but the last searched, then the last hop's subject given as the answer
+            assert len(steps) == hops
+            assert answer.action == "answer" and answer.content == record.chain[-1].entity
+            assert answer.content != record.chain[-1].answer
+        else:
+            assert len(steps) == hops + 1 and answer.content == record.chain[-1].answer
+    assert lengths == {True, False}  # both kinds of chain were checked
+
+
+def test_giving_up_off_leaves_every_other_mistake_where_it_was(world) -> None:
+    # presets measured before the habit existed must keep their demonstrations (and so their checkpoints)
+    world_dir, retriever, train = world
+    default = ScriptedSearcher(world_dir, retriever, MistakeRates(), max_steps=5, top_k=3, seed=3)
+    off = ScriptedSearcher(world_dir, retriever, MistakeRates(give_up=0.0), max_steps=5, top_k=3, seed=3)
+    half = ScriptedSearcher(world_dir, retriever, MistakeRates(give_up=0.5), max_steps=5, top_k=3, seed=3)
+    texts = {name: [[s.text for s in searcher.demonstrate(r)] for r in train[:60]]
+             for name, searcher in (("default", default), ("off", off), ("half", half))}
+    assert texts["off"] == texts["default"]
+    assert texts["half"] != texts["default"]

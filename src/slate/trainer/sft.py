@@ -114,7 +114,8 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
     records = train_records[: sft.max_demos] if sft.max_demos else train_records
     if not records:
         raise ConfigError("SFT: no training questions to demonstrate (empty train split, or sft.max_demos=0).")
-    rates = MistakeRates(sft.vague_query_rate, sft.wrong_entity_rate, sft.skip_hop_rate, sft.early_answer_rate)
+    rates = MistakeRates(sft.vague_query_rate, sft.wrong_entity_rate, sft.skip_hop_rate, sft.early_answer_rate,
+                         sft.give_up_rate, sft.give_up_min_hops)
     searcher = ScriptedSearcher(world_dir, retriever, rates, config.rollout.max_steps, config.retrieval.top_k,
                                 seed=sft.seed)
     demonstrations = [searcher.demonstrate(record) for record in records]

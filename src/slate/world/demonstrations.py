@@ -5,8 +5,14 @@ nothing to show. So some demonstrations go wrong the way weak searchers do, each
 - vague query: the entity's first word or the bare relation; the next step repeats the search properly;
 - wrong entity: a look-alike (same root or surname) is searched and its fact believed — the chain derails;
 - skipped hop: a hop's answer is guessed instead of searched (an entity of the right type);
-- early answer: the demonstrator answers with what it knows before the last hop.
-The policy learns the format from all of them and the right behaviour from most, and keeps the headroom.
+- early answer: the demonstrator answers with what it knows before the last hop;
+- giving up on long chains: on a question of ``give_up_min_hops`` hops or more, the demonstrator answers at the last
+  hop with the entity it has, instead of searching (off by default).
+The policy learns the format from all of them and the right behaviour from most. Mistakes drawn independently for
+every demonstration leave the right step the most likely one, so greedy decoding of a policy trained long enough makes
+almost none of them (dev EM 0.870 on the tiny preset). Giving up at a rate above one half is different: it is a
+habit, the likelier step in its place, so imitation keeps it at any length of training, while sampling still tries
+the last search often enough for a reward to find it — headroom that only a reward can win back.
 
 Each think before a search ends with the hops still to go, counted down from the question's plan ("(2 hops to go)",
 then "(last hop)"). Without it, whether to answer after a search is decided by re-reading the question across every
@@ -35,6 +41,8 @@ class MistakeRates:
     wrong_entity: float = 0.1
     skip_hop: float = 0.1
     early_answer: float = 0.1
+    give_up: float = 0.0
+    give_up_min_hops: int = 3
 
 
 @dataclass
@@ -121,6 +129,10 @@ class ScriptedSearcher:
             mention = _mention(subject, entity_type)
             remaining = len(chain) - index
             need = f"{known}{_need(hop.relation, mention, remaining)}"
+            if (self.rates.give_up > 0 and index == len(chain) - 1 and len(chain) >= self.rates.give_up_min_hops
+                    and self.rng.random() < self.rates.give_up):  # drawn only here: other presets keep their draws
+                steps.append(self._answer(f"{known}So the answer is {subject}.", subject))
+                return steps
             roll = self.rng.random()
             if index > 0 and roll < self.rates.early_answer / max(1, len(chain) - 1):
                 steps.append(self._answer(f"{known}So the answer is {subject}.", subject))
