@@ -142,9 +142,11 @@ def run_arm(name: str, seed: int, args: argparse.Namespace, retriever, world: Pa
 
 def run_continued_sft(seed: int, wall_s: float, args: argparse.Namespace, retriever, world: Path, sft_dir: Path,
                       out: Path) -> dict:
-    config = load_config("configs/tiny.yaml", [f"world.dir={world}", f"sft.seed={seed + 100}",
-                                                f"sft.time_limit_s={max(1.0, wall_s)}", "sft.lr=0.0003",
-                                                "sft.warmup_steps=0", "sft.epochs=100"])
+    # the start's own recipe (its demonstrator's mistakes and habits), so the control imitates what the start did
+    recipe = sft_dir / "slate_config.yaml"
+    config = load_config(recipe if recipe.exists() else "configs/tiny.yaml",
+                         [f"world.dir={world}", f"sft.seed={seed + 100}", f"sft.time_limit_s={max(1.0, wall_s)}",
+                          "sft.lr=0.0003", "sft.warmup_steps=0", "sft.epochs=100"])
     run_dir = out / f"continued_sft_seed{seed}"
     start = time.perf_counter()
     train_sft(config, read_qa_jsonl(world / "train.jsonl"), retriever, world, run_dir, init=sft_dir)
