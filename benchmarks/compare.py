@@ -140,13 +140,19 @@ def run_arm(name: str, seed: int, args: argparse.Namespace, retriever, world: Pa
             "policy": str(run_dir / "policy")}
 
 
+def continued_sft_config(sft_dir: Path, world: Path, seed: int, wall_s: float):
+    """More SFT from the start for ``wall_s`` seconds, on new draws (seed + 100) at a lower rate, with the start's own
+    recipe (its demonstrator's mistakes and habits, from its slate_config.yaml), so the control imitates what the
+    start imitated."""
+    recipe = sft_dir / "slate_config.yaml"
+    return load_config(recipe if recipe.exists() else "configs/tiny.yaml",
+                       [f"world.dir={world}", f"sft.seed={seed + 100}", f"sft.time_limit_s={max(1.0, wall_s)}",
+                        "sft.lr=0.0003", "sft.warmup_steps=0", "sft.epochs=100"])
+
+
 def run_continued_sft(seed: int, wall_s: float, args: argparse.Namespace, retriever, world: Path, sft_dir: Path,
                       out: Path) -> dict:
-    # the start's own recipe (its demonstrator's mistakes and habits), so the control imitates what the start did
-    recipe = sft_dir / "slate_config.yaml"
-    config = load_config(recipe if recipe.exists() else "configs/tiny.yaml",
-                         [f"world.dir={world}", f"sft.seed={seed + 100}", f"sft.time_limit_s={max(1.0, wall_s)}",
-                          "sft.lr=0.0003", "sft.warmup_steps=0", "sft.epochs=100"])
+    config = continued_sft_config(sft_dir, world, seed, wall_s)
     run_dir = out / f"continued_sft_seed{seed}"
     start = time.perf_counter()
     train_sft(config, read_qa_jsonl(world / "train.jsonl"), retriever, world, run_dir, init=sft_dir)

@@ -78,3 +78,19 @@ def test_an_arm_curve_starts_at_the_start_point(tmp_path: Path, monkeypatch) -> 
     row = compare.run_arm("slate", 0, args, None, tmp_path / "world", tmp_path / "sft", tmp_path / "runs", start)
     assert row["curve"] == [start, compare.curve_point(1200, 0.5, {"1": 0.75})]
     assert (row["policy_tokens"], row["steps"]) == (1200, 2)
+
+
+def test_continued_sft_keeps_the_starts_own_demonstrator(tmp_path: Path) -> None:
+    from slate.config import load_config, save_config
+
+    compare = _compare_module()
+    start = tmp_path / "start"
+    start.mkdir()
+    save_config(load_config(REPO_ROOT / "configs" / "tiny.yaml", ["sft.give_up_rate=0.25", "sft.skip_hop_rate=0.3"]),
+                start / "slate_config.yaml")
+    config = compare.continued_sft_config(start, tmp_path / "world", seed=2, wall_s=90.0)
+    assert (config.sft.give_up_rate, config.sft.skip_hop_rate) == (0.25, 0.3)  # the start's habit, not the preset's
+    assert (config.sft.seed, config.sft.time_limit_s, config.world.dir) == (102, 90.0, str(tmp_path / "world"))
+    without_recipe = compare.continued_sft_config(tmp_path / "bare", tmp_path / "world", seed=0, wall_s=0.0)
+    assert without_recipe.sft.give_up_rate == load_config(REPO_ROOT / "configs" / "tiny.yaml").sft.give_up_rate
+    assert without_recipe.sft.time_limit_s == 1.0
