@@ -17,6 +17,10 @@ checkpoint of another policy size.
     OMP_NUM_THREADS=1 python benchmarks/compare.py --arms searchr1 continued_sft --seeds 0 &
     python benchmarks/compare.py --quick --sft runs/sft --world runs/world      # one seed, small budget
     python benchmarks/compare.py --replot --out results      # redraw compare_curves.png from compare.json only
+    # the learning-rate sweep (seed 0): rows "ARM@lrLR", each with its final policy's EM on the whole dev split;
+    # the report names each arm's pick, which the seeds then use (--lr ARM=LR); the sweep's seed-0 run is reused
+    python benchmarks/compare.py --arms searchr1 slate --seeds 0 --sweep 2e-5 5e-5 1e-4
+    python benchmarks/compare.py --arms searchr1 slate --seeds 0 1 2 --lr searchr1=5e-5 --lr slate=5e-5
 
 The CI is a t-interval over seeds (none with one seed). On 150 questions, differences under ~0.07 EM are noise;
 evaluate on >= 600 test questions.
@@ -28,6 +32,7 @@ import argparse
 import fcntl
 import json
 import logging
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -41,6 +46,7 @@ from slate.eval.tables import diagnostics_table, seed_table, training_diagnostic
 from slate.retrieval.bm25 import Bm25Retriever
 from slate.rollout.engine import RolloutEngine
 from slate.rollout.policy import load_hf_policy
+from slate.runtime import describe_cpu
 from slate.trainer.loop import Trainer
 from slate.trainer.sft import train_sft
 
@@ -117,23 +123,73 @@ def parse_learning_rates(pairs: list[str]) -> dict[str, float]:
     return rates
 
 
-def run_arm(name: str, seed: int, args: argparse.Namespace, retriever, world: Path, sft_dir: Path,
-            out: Path, start: dict) -> dict:
+def sweep_label(arm: str, lr: float) -> str:
+    """The row name of one point of the learning-rate sweep: ``slate@lr5e-05``."""
+    return f"{arm}@lr{lr:g}"
+
+
+def arm_config(name: str, seed: int, args: argparse.Namespace, world: Path, lr: float | None = None):
+    """The config one arm × seed trains with: its preset, the comparison's budget and evaluation, the command's
+    overrides, and the learning rate (``lr``, else ``--lr ARM=…``, else the preset's)."""
     preset, extra = ARMS[name]
+    lr = lr if lr is not None else args.lr_of.get(name)
     overrides = [f"world.dir={world}", f"trainer.seed={seed}", "trainer.steps=100000",
                  f"trainer.token_budget={args.token_budget}", f"trainer.eval_every={args.eval_every}",
                  f"trainer.eval_questions={args.dev_questions}", f"trainer.checkpoint_every={args.checkpoint_every}",
-                 *extra, *args.override,
-                 *([f"trainer.lr={args.lr_of[name]}"] if name in args.lr_of else [])]
-    config = load_config(preset, overrides)
-    run_dir = out / f"{name}_seed{seed}"
+                 *extra, *args.override, *([f"trainer.lr={lr}"] if lr is not None else [])]
+    return load_config(preset, overrides)
+
+
+def pick_learning_rates(rows: list[dict]) -> dict[str, float]:
+    """Each swept arm's learning rate: the one whose final policy has the best mean EM on the whole dev split over
+    the sweep's seeds; a tie goes to the lower rate (the smaller change from the start)."""
+    scores: dict[str, dict[float, list[float]]] = {}
+    for row in rows:
+        if "sweep_lr" in row:
+            scores.setdefault(row["sweep_arm"], {}).setdefault(row["sweep_lr"], []).append(row["dev_final"]["em"])
+    return {arm: min(by_lr, key=lambda lr: (-round(statistics.fmean(by_lr[lr]), 9), lr))
+            for arm, by_lr in scores.items()}
+
+
+def sweep_table(rows: list[dict]) -> str:
+    """One line per swept arm × learning rate: final dev EM per hop and overall (mean over seeds), the pick marked."""
+    picks = pick_learning_rates(rows)
+    lines = ["| arm | lr | seeds | 1-hop | 2-hop | 3-hop | 4-hop | dev EM | picked |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    swept = sorted({(r["sweep_arm"], r["sweep_lr"]) for r in rows if "sweep_lr" in r},
+                   key=lambda pair: (list(ARMS).index(pair[0]), pair[1]))
+    for arm, lr in swept:
+        mine = [r["dev_final"] for r in rows if (r.get("sweep_arm"), r.get("sweep_lr")) == (arm, lr)]
+        hops = [f"{statistics.fmean(m['by_hops'][h]['em'] for m in mine):.3f}" for h in ("1", "2", "3", "4")]
+        overall = statistics.fmean(m["em"] for m in mine)
+        lines.append(f"| {arm} | {lr:g} | {len(mine)} | " + " | ".join(hops) + f" | {overall:.3f} | "
+                     f"{'**yes**' if picks.get(arm) == lr else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def adopt_sweep_row(rows: list[dict], arm: str, seed: int, config) -> dict | None:
+    """The sweep's run of ``arm`` × ``seed`` trained with exactly ``config``, renamed to ``arm``: the comparison's
+    run of that seed at the picked rate, which need not be trained twice. None when there is none."""
+    wanted = config.model_dump(mode="json")
+    for row in rows:
+        if (row.get("sweep_arm"), row["seed"]) == (arm, seed) and row.get("config") == wanted and "test" in row:
+            adopted = {key: value for key, value in row.items() if key not in ("sweep_arm", "sweep_lr")}
+            return {**adopted, "arm": arm, "adopted_from": row["arm"]}
+    return None
+
+
+def run_arm(name: str, seed: int, args: argparse.Namespace, retriever, world: Path, sft_dir: Path,
+            out: Path, start: dict, lr: float | None = None, label: str | None = None) -> dict:
+    config = arm_config(name, seed, args, world, lr)
+    label = label or name
+    run_dir = out / f"{label}_seed{seed}"
     began = time.perf_counter()
     trainer = Trainer(config, read_qa_jsonl(world / "train.jsonl"), retriever, sft_dir, run_dir, world,
                       read_qa_jsonl(world / "dev.jsonl")[: args.dev_questions])
     trainer.train(resume=True)
     wall = time.perf_counter() - began
     curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {"arm": name, "seed": seed, "wall_s": wall, "policy_tokens": trainer.generated_tokens,
+    return {"arm": label, "seed": seed, "wall_s": wall, "policy_tokens": trainer.generated_tokens,
             "steps": trainer.state.step, "config": config.model_dump(mode="json"),
             "curve": [start, *(metrics_point(m) for m in curve if "eval/em" in m)],
             "diagnostics": training_diagnostics([m for m in curve if "rollout/policy_tokens_total" in m], wall),
@@ -170,7 +226,9 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=[*ARMS, "continued_sft"], choices=[*ARMS, "continued_sft"])
     parser.add_argument("--token-budget", type=int, default=600_000)
     parser.add_argument("--test-questions", type=int, default=800)
-    parser.add_argument("--dev-questions", type=int, default=100)
+    parser.add_argument("--dev-questions", type=int, default=100, help="dev questions of the curves")
+    parser.add_argument("--final-dev-questions", type=int, default=400,
+                        help="dev questions each RL arm's final policy is evaluated on (the sweep picks by them)")
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--checkpoint-every", type=int, default=10)
     parser.add_argument("--sizes", type=Path, default=None, help="a second SFT checkpoint (another policy size)")
@@ -179,6 +237,9 @@ def main() -> None:
     parser.add_argument("--lr", action="append", default=[], metavar="ARM=LR",
                         help="the learning rate of one arm, as picked by the sweep (docs/experiments.md); repeat "
                              "per arm. Arms without one keep their preset's trainer.lr.")
+    parser.add_argument("--sweep", type=float, nargs="+", default=None, metavar="LR",
+                        help="train each RL arm of --arms at each of these learning rates (rows ARM@lrLR) and "
+                             "report the rate each arm's final dev EM picks")
     parser.add_argument("override", nargs="*", help="dotted overrides for every RL arm")
     args = parser.parse_args()
     args.lr_of = parse_learning_rates(args.lr)
@@ -200,6 +261,7 @@ def main() -> None:
     raw_path = args.out / "compare.json"
     # the trainer evaluates each arm on these dev questions; the start's EM on them is every curve's 0-token point
     dev = read_qa_jsonl(args.world / "dev.jsonl")[: args.dev_questions]
+    dev_final = read_qa_jsonl(args.world / "dev.jsonl")[: args.final_dev_questions]
     # the start's evaluations are greedy, so a later command on the same comparison reuses them
     previous = next((r for r in read_rows(raw_path) if r["arm"] == "start"), None)
     if previous and (previous["policy"], previous.get("questions")) == (str(args.sft), [len(test), len(dev)]):
@@ -222,31 +284,50 @@ def main() -> None:
     def record(row: dict) -> None:
         update_rows(raw_path, lambda rows: [*rows, row])
 
+    def finish(row: dict) -> dict:  # the final policy on test, and on the whole dev split (what a sweep picks by)
+        row["test"] = evaluate_policy(Path(row["policy"]), eval_config, retriever, test)
+        if row["arm"] != "continued_sft":
+            row["dev_final"] = evaluate_policy(Path(row["policy"]), eval_config, retriever, dev_final)
+        # machines of this project differ (docs/performance.md): every row says where it ran and when
+        row["machine"] = {**describe_cpu(), "processor": platform.processor() or platform.machine()}
+        row["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        return row
+
+    rl_arms = [a for a in args.arms if a != "continued_sft"]
     for seed in args.seeds:
-        for arm in [a for a in args.arms if a != "continued_sft"]:
+        for lr in args.sweep or ():
+            for arm in rl_arms:
+                label = sweep_label(arm, lr)
+                if done(label, seed):
+                    continue
+                logger.info("sweep: arm %s lr %g seed %d", arm, lr, seed)
+                row = run_arm(arm, seed, args, retriever, args.world, args.sft, runs, start_dev, lr=lr, label=label)
+                record({**finish(row), "sweep_arm": arm, "sweep_lr": lr})
+        for arm in rl_arms if not args.sweep else ():
             if done(arm, seed):
                 continue
+            adopted = adopt_sweep_row(read_rows(raw_path), arm, seed, arm_config(arm, seed, args, args.world))
+            if adopted:
+                logger.info("arm %s seed %d: the sweep's run %s", arm, seed, adopted["adopted_from"])
+                record(adopted)
+                continue
             logger.info("arm %s seed %d", arm, seed)
-            row = run_arm(arm, seed, args, retriever, args.world, args.sft, runs, start_dev)
-            row["test"] = evaluate_policy(Path(row["policy"]), eval_config, retriever, test)
-            record(row)
+            record(finish(run_arm(arm, seed, args, retriever, args.world, args.sft, runs, start_dev)))
         for arm in ("searchr1", "slate") if args.sizes else ():
             label = f"{arm}@{args.sizes.name}"
             if done(label, seed):
                 continue
-            row = run_arm(arm, seed, args, retriever, args.world, args.sizes, runs / args.sizes.name, start_dev_sizes)
-            row["arm"] = label
-            row["test"] = evaluate_policy(Path(row["policy"]), eval_config, retriever, test)
-            record(row)
-        if "continued_sft" in args.arms and not done("continued_sft", seed):
+            record(finish(run_arm(arm, seed, args, retriever, args.world, args.sizes, runs / args.sizes.name,
+                                  start_dev_sizes, label=label)))
+        if "continued_sft" in args.arms and not args.sweep and not done("continued_sft", seed):
             rl_walls = [r["wall_s"] for r in read_rows(raw_path) if r["seed"] == seed and r["arm"] in ARMS]
             if not rl_walls:  # its budget is their mean wall-clock: without them it would control for nothing
                 raise SystemExit(f"continued_sft seed {seed}: no RL arm of seed {seed} has finished in {raw_path}; "
                                  "run the RL arms of this seed first (or in the same command).")
-            row = run_continued_sft(seed, statistics.fmean(rl_walls), args, retriever, args.world, args.sft, runs)
-            row["test"] = evaluate_policy(Path(row["policy"]), eval_config, retriever, test)
-            record(row)
-    rows = read_rows(raw_path)
+            record(finish(run_continued_sft(seed, statistics.fmean(rl_walls), args, retriever, args.world, args.sft,
+                                            runs)))
+    all_rows = read_rows(raw_path)
+    rows = [r for r in all_rows if "sweep_lr" not in r]
     rows_with_start = list(rows)
     if start_sizes is not None:
         rows_with_start.insert(1, {"arm": f"start@{args.sizes.name}", "seed": 0, "wall_s": 0.0,
@@ -258,8 +339,15 @@ def main() -> None:
     diagnostics = ("\n## Training\n\nMean over seeds. Optimizer steps per RL step differ by method (SLATE's "
                    "samples are one step each); the bonus columns are SLATE's early-answer tie (docs/experiments.md)."
                    "\n\n" + diagnostics_table([r for r in rows if "diagnostics" in r]))
-    (args.out / "compare.md").write_text(header + "\n\n" + seed_table(rows_with_start) + diagnostics)
-    plot_curves(rows, args.out / "compare_curves.png", CURVE_GROUPS)
+    sweep = ""
+    if len(rows) < len(all_rows):
+        picks = pick_learning_rates(all_rows)
+        sweep = ("\n## Learning-rate sweep\n\nEach arm at each rate, seed 0 (rows `ARM@lrLR` of compare.json), the "
+                 f"final policy's greedy EM on the first {args.final_dev_questions} dev questions; the best is the "
+                 "arm's rate (a tie goes to the lower): "
+                 + ", ".join(f"`--lr {arm}={lr:g}`" for arm, lr in picks.items()) + ".\n\n" + sweep_table(all_rows))
+    (args.out / "compare.md").write_text(header + "\n\n" + seed_table(rows_with_start) + diagnostics + sweep)
+    plot_curves(rows, args.out / "compare_curves.png", CURVE_GROUPS)  # the sweep's runs are in its table
     print((args.out / "compare.md").read_text())
 
 
@@ -270,7 +358,7 @@ def replot(out: Path) -> None:
     except (OSError, json.JSONDecodeError) as error:
         raise SystemExit(f"{raw_path}: cannot read the comparison's results: {error}") from None
     try:
-        plot_curves(rows, out / "compare_curves.png", CURVE_GROUPS)
+        plot_curves([r for r in rows if "sweep_lr" not in r], out / "compare_curves.png", CURVE_GROUPS)
     except (KeyError, TypeError, AttributeError) as error:  # a row or curve point without its fields
         raise SystemExit(f"{raw_path}: a row is not a comparison result ({type(error).__name__}: {error})") from None
     print(out / "compare_curves.png")

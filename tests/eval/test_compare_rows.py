@@ -94,3 +94,47 @@ def test_continued_sft_keeps_the_starts_own_demonstrator(tmp_path: Path) -> None
     without_recipe = compare.continued_sft_config(tmp_path / "bare", tmp_path / "world", seed=0, wall_s=0.0)
     assert without_recipe.sft.give_up_rate == load_config(REPO_ROOT / "configs" / "tiny.yaml").sft.give_up_rate
     assert without_recipe.sft.time_limit_s == 1.0
+
+
+def _sweep_row(arm: str, lr: float, seed: int, em: float) -> dict:
+    hops = {h: {"em": em} for h in ("1", "2", "3", "4")}
+    return {"arm": f"{arm}@lr{lr:g}", "seed": seed, "sweep_arm": arm, "sweep_lr": lr,
+            "dev_final": {"em": em, "by_hops": hops}, "test": {"em": 0.0}}
+
+
+def test_the_sweep_picks_the_best_final_dev_em_and_breaks_ties_downwards() -> None:
+    compare = _compare_module()
+    rows = [_sweep_row("slate", 2e-5, 0, 0.50), _sweep_row("slate", 5e-5, 0, 0.62), _sweep_row("slate", 1e-4, 0, 0.61),
+            # a tie between 5e-5 and 1e-4 goes to the lower rate
+            _sweep_row("searchr1", 1e-4, 0, 0.70), _sweep_row("searchr1", 5e-5, 0, 0.70),
+            _sweep_row("searchr1", 2e-5, 0, 0.40),
+            # two seeds: their mean decides (0.55 at 2e-5 against 0.60 at 1e-4)
+            _sweep_row("stepsearch", 2e-5, 0, 0.90), _sweep_row("stepsearch", 2e-5, 1, 0.20),
+            _sweep_row("stepsearch", 1e-4, 0, 0.60), _sweep_row("stepsearch", 1e-4, 1, 0.60),
+            {"arm": "slate", "seed": 0, "test": {"em": 0.99}}]  # a comparison row is not a sweep point
+    assert compare.pick_learning_rates(rows) == {"slate": 5e-5, "searchr1": 5e-5, "stepsearch": 1e-4}
+    table = compare.sweep_table(rows).splitlines()
+    assert table[2] == "| searchr1 | 2e-05 | 1 | 0.400 | 0.400 | 0.400 | 0.400 | 0.400 |  |"
+    assert "| stepsearch | 2e-05 | 2 | 0.550 | 0.550 | 0.550 | 0.550 | 0.550 |  |" in table
+    assert sum("**yes**" in line for line in table) == 3
+
+
+def test_the_comparison_reuses_the_sweeps_run_only_when_its_config_is_the_same(monkeypatch) -> None:
+    import argparse
+
+    compare = _compare_module()
+    monkeypatch.chdir(REPO_ROOT)
+    args = argparse.Namespace(token_budget=1200, eval_every=1, dev_questions=10, checkpoint_every=1, override=[],
+                              lr_of={"slate": 5e-5})
+    world = Path("runs/world")
+    swept = {**_sweep_row("slate", 5e-5, 0, 0.6), "config": compare.arm_config("slate", 0, args, world, lr=5e-5)
+             .model_dump(mode="json")}
+    other_lr = {**_sweep_row("slate", 1e-4, 0, 0.7), "config": compare.arm_config("slate", 0, args, world, lr=1e-4)
+                .model_dump(mode="json")}
+    rows = [other_lr, swept]
+    adopted = compare.adopt_sweep_row(rows, "slate", 0, compare.arm_config("slate", 0, args, world))
+    assert adopted["arm"] == "slate" and adopted["adopted_from"] == "slate@lr5e-05"
+    assert "sweep_lr" not in adopted and adopted["config"]["trainer"]["lr"] == 5e-5
+    assert compare.adopt_sweep_row(rows, "slate", 1, compare.arm_config("slate", 1, args, world)) is None  # seed
+    args.lr_of = {"slate": 2e-5}
+    assert compare.adopt_sweep_row(rows, "slate", 0, compare.arm_config("slate", 0, args, world)) is None  # rate
