@@ -24,3 +24,15 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert set(before["by_hops"]) == {"1", "2"}
     assert (root / "slate" / "policy" / "config.json").is_file()
     assert len((root / "slate" / "metrics.jsonl").read_text().splitlines()) == 2  # trainer.steps=2 in --quick
+
+
+def test_demo_starts_from_the_shipped_warm_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slate.errors import SlateError
+
+    assert (REPO / demo.SHIPPED_START / "model.safetensors").is_file()  # the comparison's start ships with the repo
+    monkeypatch.chdir(REPO)
+    assert demo.warm_start(False, False, tmp_path, None, tmp_path, None) == demo.SHIPPED_START
+    monkeypatch.chdir(tmp_path)  # elsewhere: one clear error, nothing trained in its place
+    with pytest.raises(SlateError, match="results/start_policy/ .* is missing"):
+        demo.warm_start(False, False, tmp_path, None, tmp_path, None)
+    assert not (tmp_path / "sft").exists()
