@@ -151,6 +151,13 @@ def pick_learning_rates(rows: list[dict]) -> dict[str, float]:
             for arm, by_lr in scores.items()}
 
 
+def swept_rates(picks: dict[str, float], arms: list[str]) -> dict[str, float]:
+    """The learning rate of each arm from the sweep's picks: its own, else its method's (``slate_em`` and the other
+    SLATE variants take ``slate``'s); arms the sweep says nothing about are left out (they keep their preset's)."""
+    return {arm: picks[arm] if arm in picks else picks[arm.split("_")[0]] for arm in arms
+            if arm in picks or arm.split("_")[0] in picks}
+
+
 def sweep_table(rows: list[dict]) -> str:
     """One line per swept arm × learning rate: final dev EM per hop and overall (mean over seeds), the pick marked."""
     picks = pick_learning_rates(rows)
@@ -240,6 +247,9 @@ def main() -> None:
     parser.add_argument("--sweep", type=float, nargs="+", default=None, metavar="LR",
                         help="train each RL arm of --arms at each of these learning rates (rows ARM@lrLR) and "
                              "report the rate each arm's final dev EM picks")
+    parser.add_argument("--lr-from-sweep", action="store_true",
+                        help="each arm without --lr takes the rate the sweep in this --out picked (its method's for "
+                             "the SLATE variants)")
     parser.add_argument("override", nargs="*", help="dotted overrides for every RL arm")
     args = parser.parse_args()
     args.lr_of = parse_learning_rates(args.lr)
@@ -259,6 +269,12 @@ def main() -> None:
     eval_config = load_config("configs/searchr1-tiny.yaml", [f"world.dir={args.world}",
                                                             *[o for o in args.override if o.startswith("rollout.")]])
     raw_path = args.out / "compare.json"
+    if args.lr_from_sweep:
+        picks = pick_learning_rates(read_rows(raw_path))
+        if not picks:
+            raise SystemExit(f"--lr-from-sweep: {raw_path} holds no sweep; run --sweep first")
+        args.lr_of = {**swept_rates(picks, [a for a in ARMS if a in args.arms]), **args.lr_of}
+        logger.info("learning rates from the sweep: %s", args.lr_of)
     # the trainer evaluates each arm on these dev questions; the start's EM on them is every curve's 0-token point
     dev = read_qa_jsonl(args.world / "dev.jsonl")[: args.dev_questions]
     dev_final = read_qa_jsonl(args.world / "dev.jsonl")[: args.final_dev_questions]

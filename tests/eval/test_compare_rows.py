@@ -138,3 +138,11 @@ def test_the_comparison_reuses_the_sweeps_run_only_when_its_config_is_the_same(m
     assert compare.adopt_sweep_row(rows, "slate", 1, compare.arm_config("slate", 1, args, world)) is None  # seed
     args.lr_of = {"slate": 2e-5}
     assert compare.adopt_sweep_row(rows, "slate", 0, compare.arm_config("slate", 0, args, world)) is None  # rate
+
+
+def test_swept_rates_give_each_slate_variant_the_slate_pick() -> None:
+    compare = _compare_module()
+    picks = {"slate": 1e-4, "searchr1": 5e-5, "slate_em": 2e-5}
+    arms = ["searchr1", "stepsearch", "slate", "slate_full", "slate_em", "slate_noise0.1", "continued_sft"]
+    assert compare.swept_rates(picks, arms) == {"searchr1": 5e-5, "slate": 1e-4, "slate_full": 1e-4,
+                                                "slate_em": 2e-5, "slate_noise0.1": 1e-4}
