@@ -199,6 +199,8 @@ def run_arm(name: str, seed: int, args: argparse.Namespace, retriever, world: Pa
     return {"arm": label, "seed": seed, "wall_s": wall, "policy_tokens": trainer.generated_tokens,
             "steps": trainer.state.step, "config": config.model_dump(mode="json"),
             "curve": [start, *(metrics_point(m) for m in curve if "eval/em" in m)],
+            "searches_curve": [{"tokens": m["rollout/policy_tokens_total"], "searches": m["rollout/searches"]}
+                               for m in curve if "rollout/searches" in m and "rollout/policy_tokens_total" in m],
             "diagnostics": training_diagnostics([m for m in curve if "rollout/policy_tokens_total" in m], wall),
             "policy": str(run_dir / "policy")}
 

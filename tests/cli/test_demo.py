@@ -33,6 +33,6 @@ def test_demo_starts_from_the_shipped_warm_start(tmp_path: Path, monkeypatch: py
     monkeypatch.chdir(REPO)
     assert demo.warm_start(False, False, tmp_path, None, tmp_path, None) == demo.SHIPPED_START
     monkeypatch.chdir(tmp_path)  # elsewhere: one clear error, nothing trained in its place
-    with pytest.raises(SlateError, match="results/start_policy/ .* is missing"):
+    with pytest.raises(SlateError, match=r"results/start_policy/ .* is missing"):
         demo.warm_start(False, False, tmp_path, None, tmp_path, None)
     assert not (tmp_path / "sft").exists()

@@ -69,6 +69,8 @@ def test_hop_panels_only_when_points_carry_them() -> None:
     new = [{"arm": "slate", "seed": 0, "curve": [_point(0, 0.1, {"2": 0.1, "1": 0.3})]}]
     assert curve_panels(old) == ["all"]
     assert curve_panels(new) == ["all", "1", "2"]
+    with_searches = [{**new[0], "searches_curve": [{"tokens": 50.0, "searches": 2.5}]}]
+    assert curve_panels(with_searches) == ["all", "1", "2", "searches"]
 
 
 def test_a_png_is_written_for_old_and_new_rows(tmp_path: Path) -> None:
@@ -77,6 +79,7 @@ def test_a_png_is_written_for_old_and_new_rows(tmp_path: Path) -> None:
             for arm in ("searchr1", "slate", "slate@sft_d160") for seed in (0, 1)]
     rows += [{"arm": "continued_sft", "seed": 0, "curve": []},
              {"arm": "stepsearch", "seed": 0, "curve": [_point(5, 0.1), _point(9, 0.2)]}]  # an old row
+    rows[0]["searches_curve"] = [{"tokens": 4.0, "searches": 2.4}, {"tokens": 10.0, "searches": 2.6}]
     plot_curves(rows, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

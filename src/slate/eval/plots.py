@@ -60,12 +60,16 @@ def aggregate_seeds(curves: list[list[tuple[float, float]]]) -> SeedAggregate:
 
 
 def curve_panels(rows: list[dict]) -> list[str]:
-    """``["all"]``, plus ``"1"``..``"4"`` (hops) when any curve point carries per-hop EM."""
+    """``["all"]``, plus ``"1"``..``"4"`` (hops) when any curve point carries per-hop EM, plus ``"searches"`` when a
+    row carries ``searches_curve`` (searches per question in the training rollouts, ``{"tokens", "searches"}`` per
+    RL step)."""
     hops = {h for row in rows for point in row.get("curve", []) for h in point.get("em_by_hops", {})}
-    return ["all", *sorted(hops, key=int)]
+    return ["all", *sorted(hops, key=int), *(["searches"] if any(r.get("searches_curve") for r in rows) else [])]
 
 
 def _series(row: dict, panel: str) -> list[tuple[float, float]]:
+    if panel == "searches":
+        return [(p["tokens"], p["searches"]) for p in row.get("searches_curve", [])]
     if panel == "all":
         return [(p["tokens"], p["em"]) for p in row["curve"]]
     return [(p["tokens"], p["em_by_hops"][panel]) for p in row["curve"] if panel in p.get("em_by_hops", {})]
@@ -137,7 +141,8 @@ def plot_curves(rows: list[dict], path: Path, groups: dict[str, list[str]] | Non
                 ax.plot(agg.tokens, agg.mean, color=colour, lw=1.8, label=label)
                 if agg.seeds > 1:
                     ax.fill_between(agg.tokens, agg.low, agg.high, color=colour, alpha=0.12, lw=0)
-            title = "all questions" if panel == "all" else f"{panel}-hop questions"
+            title = {"all": "all questions", "searches": "searches per question (training rollouts)"}.get(
+                panel, f"{panel}-hop questions")
             # the row's name once, on its first panel: the panels of a row share it
             ax.set_title(f"{title}: {row_title}" if row_title and panel_index == 0 else title, fontsize=9)
             ax.set_xlim(0, max_tokens * 1.02)
