@@ -345,7 +345,9 @@ def main() -> None:
             record(finish(run_continued_sft(seed, statistics.fmean(rl_walls), args, retriever, args.world, args.sft,
                                             runs)))
     all_rows = read_rows(raw_path)
-    rows = [r for r in all_rows if "sweep_lr" not in r]
+    order = ["start", *ARMS, "continued_sft"]  # the report lists arms in this order, whichever finished first
+    rows = sorted((r for r in all_rows if "sweep_lr" not in r),
+                  key=lambda r: order.index(r["arm"]) if r["arm"] in order else len(order))
     rows_with_start = list(rows)
     if start_sizes is not None:
         rows_with_start.insert(1, {"arm": f"start@{args.sizes.name}", "seed": 0, "wall_s": 0.0,

@@ -11,8 +11,10 @@
 #   bash benchmarks/protocol.sh 7 results/protocol_world7      # about 6 hours on a 2-core CPU
 #
 # Environment: PYTHON (default .venv/bin/python), SFT_STEPS (4500), TOKENS (600000 per RL arm), TEST_QUESTIONS
-# (800), DEV_QUESTIONS (400: the plateau check and the sweep's pick). A smoke run of every stage in minutes:
-#   SFT_STEPS=20 TOKENS=3000 TEST_QUESTIONS=20 DEV_QUESTIONS=20 bash benchmarks/protocol.sh 7 /tmp/protocol
+# (800), DEV_QUESTIONS (400: the plateau check and the sweep's pick), RL_OVERRIDES (dotted overrides for every RL
+# arm, e.g. "trainer.questions_per_step=4"). A smoke run of every stage in minutes:
+#   SFT_STEPS=20 TOKENS=2000 TEST_QUESTIONS=20 DEV_QUESTIONS=20 RL_OVERRIDES=trainer.questions_per_step=4 \
+#     bash benchmarks/protocol.sh 7 /tmp/protocol
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORLD_SEED=${1:?usage: protocol.sh WORLD_SEED OUT}
@@ -38,7 +40,8 @@ START=$OUT/sft_$SFT_STEPS/policy
 
 C=("$PY" benchmarks/compare.py --sft "$START" --world "$WORLD" --out "$OUT" --token-budget "$TOKENS"
    --test-questions "$TEST_QUESTIONS" --final-dev-questions "$DEV_QUESTIONS")
-O=(-- trainer.bf16_autocast=false)
+read -r -a EXTRA <<< "${RL_OVERRIDES:-}"
+O=(-- trainer.bf16_autocast=false "${EXTRA[@]}")
 # 3. the sweep, seed 0, split over the two cores
 "${C[@]}" --seeds 0 --arms searchr1 stepsearch --sweep 2e-5 5e-5 1e-4 "${O[@]}" > "$OUT/sweep_a.log" 2>&1 &
 "${C[@]}" --seeds 0 --arms slate --sweep 2e-5 5e-5 1e-4 "${O[@]}" > "$OUT/sweep_b.log" 2>&1 &

@@ -118,7 +118,8 @@ def plot_curves(rows: list[dict], path: Path, groups: dict[str, list[str]] | Non
     rows = [r for r in rows if r.get("curve")]
     figure = figure_rows(rows, groups) or [("", [])]
     panels = curve_panels(rows)
-    max_tokens = max((p["tokens"] for r in rows for p in r["curve"]), default=1.0)
+    max_tokens = max((p["tokens"] for r in rows for p in [*r["curve"], *r.get("searches_curve", [])]),
+                     default=1.0) or 1.0
     fig, axes = plt.subplots(len(figure), len(panels), figsize=(3.6 * len(panels) + 2.4, 2.9 * len(figure)),
                              squeeze=False, sharex=True)
     for row_index, (row_title, members) in enumerate(figure):
