@@ -185,6 +185,18 @@ def adopt_sweep_row(rows: list[dict], arm: str, seed: int, config) -> dict | Non
     return None
 
 
+def supersede_other_rates(rows: list[dict], arm: str, lr: float) -> list[dict]:
+    """Rows of ``arm`` trained at another learning rate than ``lr`` (an earlier run's, before the sweep picked
+    ``lr``) are kept in compare.json under another name, marked ``superseded``, and leave the report: an arm's
+    seeds must share one rate, and its seeds at ``lr`` must be trained, not skipped as done."""
+    def other_rate(row: dict) -> bool:
+        return row["arm"] == arm and "config" in row and row["config"]["trainer"]["lr"] != lr
+
+    return [{**row, "arm": f"{arm} (lr {row['config']['trainer']['lr']:g}, superseded)",
+             "superseded": f"trained at lr {row['config']['trainer']['lr']:g}; the comparison now runs {arm} at "
+                           f"{lr:g}"} if other_rate(row) else row for row in rows]
+
+
 def run_arm(name: str, seed: int, args: argparse.Namespace, retriever, world: Path, sft_dir: Path,
             out: Path, start: dict, lr: float | None = None, label: str | None = None) -> dict:
     config = arm_config(name, seed, args, world, lr)
@@ -322,6 +334,8 @@ def main() -> None:
                 row = run_arm(arm, seed, args, retriever, args.world, args.sft, runs, start_dev, lr=lr, label=label)
                 record({**finish(row), "sweep_arm": arm, "sweep_lr": lr})
         for arm in rl_arms if not args.sweep else ():
+            lr = arm_config(arm, seed, args, args.world).trainer.lr
+            update_rows(raw_path, lambda rows, arm=arm, lr=lr: supersede_other_rates(rows, arm, lr))
             if done(arm, seed):
                 continue
             adopted = adopt_sweep_row(read_rows(raw_path), arm, seed, arm_config(arm, seed, args, args.world))
@@ -346,7 +360,7 @@ def main() -> None:
                                             runs)))
     all_rows = read_rows(raw_path)
     order = ["start", *ARMS, "continued_sft"]  # the report lists arms in this order, whichever finished first
-    rows = sorted((r for r in all_rows if "sweep_lr" not in r),
+    rows = sorted((r for r in all_rows if "sweep_lr" not in r and "superseded" not in r),
                   key=lambda r: order.index(r["arm"]) if r["arm"] in order else len(order))
     rows_with_start = list(rows)
     if start_sizes is not None:
@@ -378,7 +392,8 @@ def replot(out: Path) -> None:
     except (OSError, json.JSONDecodeError) as error:
         raise SystemExit(f"{raw_path}: cannot read the comparison's results: {error}") from None
     try:
-        plot_curves([r for r in rows if "sweep_lr" not in r], out / "compare_curves.png", CURVE_GROUPS)
+        plot_curves([r for r in rows if "sweep_lr" not in r and "superseded" not in r], out / "compare_curves.png",
+                    CURVE_GROUPS)
     except (KeyError, TypeError, AttributeError) as error:  # a row or curve point without its fields
         raise SystemExit(f"{raw_path}: a row is not a comparison result ({type(error).__name__}: {error})") from None
     print(out / "compare_curves.png")

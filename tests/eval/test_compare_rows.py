@@ -146,3 +146,17 @@ def test_swept_rates_give_each_slate_variant_the_slate_pick() -> None:
     arms = ["searchr1", "stepsearch", "slate", "slate_full", "slate_em", "slate_noise0.1", "continued_sft"]
     assert compare.swept_rates(picks, arms) == {"searchr1": 5e-5, "slate": 1e-4, "slate_full": 1e-4,
                                                 "slate_em": 2e-5, "slate_noise0.1": 1e-4}
+
+
+def test_rows_at_another_rate_leave_the_report_but_not_the_file() -> None:
+    compare = _compare_module()
+    rows = [{"arm": "start", "seed": 0},
+            {"arm": "slate", "seed": 0, "config": {"trainer": {"lr": 5e-5}}},
+            {"arm": "slate", "seed": 1, "config": {"trainer": {"lr": 2e-5}}},
+            {"arm": "searchr1", "seed": 0, "config": {"trainer": {"lr": 5e-5}}},
+            {"arm": "continued_sft", "seed": 0}]
+    out = compare.supersede_other_rates(rows, "slate", 2e-5)
+    assert [r["arm"] for r in out] == ["start", "slate (lr 5e-05, superseded)", "slate", "searchr1", "continued_sft"]
+    assert "superseded" in out[1] and out[1]["seed"] == 0 and out[1]["config"] == rows[1]["config"]
+    assert all("superseded" not in r for r in out[2:])
+    assert compare.supersede_other_rates(out, "slate", 2e-5) == out  # idempotent
