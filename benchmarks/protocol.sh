@@ -3,12 +3,12 @@
 #   1. build the world (WORLD_SEED, default size);
 #   2. the warm start and its plateau check: configs/tiny.yaml at 4,500 and 6,750 SFT steps side by side, dev EM on
 #      all 400 dev questions every 1,500 steps (the 4,500-step policy is the start);
-#   3. the learning-rate sweep {2e-5, 5e-5, 1e-4} of Search-R1, StepSearch and SLATE, seed 0;
+#   3. the learning-rate sweep {1e-5, 2e-5, 5e-5, 1e-4} of Search-R1, StepSearch and SLATE, seed 0;
 #   4. every arm at its picked rate (the SLATE variants at SLATE's), seeds 0-2, then continued SFT for the RL arms'
 #      mean wall-clock of each seed; the report OUT/compare.md, compare.json and compare_curves.png.
 # Every stage resumes where it stopped (finished rows and checkpoints are kept), so the script can be re-run.
 #
-#   bash benchmarks/protocol.sh 7 results/protocol_world7      # about 6 hours on a 2-core CPU
+#   bash benchmarks/protocol.sh 7 results/protocol_world7      # about 7 hours on a 2-core CPU
 #
 # Environment: PYTHON (default .venv/bin/python), SFT_STEPS (4500), TOKENS (600000 per RL arm), TEST_QUESTIONS
 # (800), DEV_QUESTIONS (400: the plateau check and the sweep's pick), RL_OVERRIDES (dotted overrides for every RL
@@ -43,8 +43,10 @@ C=("$PY" benchmarks/compare.py --sft "$START" --world "$WORLD" --out "$OUT" --to
 read -r -a EXTRA <<< "${RL_OVERRIDES:-}"
 O=(-- trainer.bf16_autocast=false "${EXTRA[@]}")
 # 3. the sweep, seed 0, split over the two cores
-"${C[@]}" --seeds 0 --arms searchr1 stepsearch --sweep 2e-5 5e-5 1e-4 "${O[@]}" > "$OUT/sweep_a.log" 2>&1 &
-"${C[@]}" --seeds 0 --arms slate --sweep 2e-5 5e-5 1e-4 "${O[@]}" > "$OUT/sweep_b.log" 2>&1 &
+{ "${C[@]}" --seeds 0 --arms searchr1 --sweep 1e-5 2e-5 5e-5 1e-4 "${O[@]}"
+  "${C[@]}" --seeds 0 --arms stepsearch --sweep 1e-5 2e-5 "${O[@]}"; } > "$OUT/sweep_a.log" 2>&1 &
+{ "${C[@]}" --seeds 0 --arms slate --sweep 1e-5 2e-5 5e-5 1e-4 "${O[@]}"
+  "${C[@]}" --seeds 0 --arms stepsearch --sweep 5e-5 1e-4 "${O[@]}"; } > "$OUT/sweep_b.log" 2>&1 &
 wait
 # 4. three seeds of every arm at its picked rate (the sweep's seed-0 run at that rate is reused), then the control
 "${C[@]}" --seeds 0 1 2 --lr-from-sweep --arms searchr1 stepsearch slate_full slate_noise0.1 "${O[@]}" \
