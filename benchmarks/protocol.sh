@@ -51,7 +51,7 @@ wait
 # 4. three seeds of every arm at its picked rate (the sweep's seed-0 run at that rate is reused), then the control
 "${C[@]}" --seeds 0 1 2 --lr-from-sweep --arms searchr1 stepsearch slate_full slate_noise0.1 "${O[@]}" \
   > "$OUT/arms_a.log" 2>&1 &
-"${C[@]}" --seeds 0 1 2 --lr-from-sweep --arms slate slate_em slate_noise0.3 slate_std_floor "${O[@]}" \
+"${C[@]}" --seeds 0 1 2 --lr-from-sweep --arms slate slate_em slate_noise0.3 "${O[@]}" \
   > "$OUT/arms_b.log" 2>&1 &
 wait
 "${C[@]}" --seeds 0 1 --arms continued_sft "${O[@]}" > "$OUT/control_a.log" 2>&1 &
