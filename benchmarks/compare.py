@@ -42,7 +42,7 @@ from slate.config import load_config, save_config
 from slate.data.records import QARecord, read_qa_jsonl
 from slate.eval.evaluate import evaluate
 from slate.eval.plots import plot_curves
-from slate.eval.tables import diagnostics_table, seed_table, training_diagnostics
+from slate.eval.tables import diagnostics_table, first_evaluation_table, seed_table, training_diagnostics
 from slate.retrieval.bm25 import Bm25Retriever
 from slate.rollout.engine import RolloutEngine
 from slate.rollout.policy import load_hf_policy
@@ -373,6 +373,9 @@ def main() -> None:
     diagnostics = ("\n## Training\n\nMean over seeds. Optimizer steps per RL step differ by method (SLATE's "
                    "samples are one step each); the bonus columns are SLATE's early-answer tie (docs/experiments.md)."
                    "\n\n" + diagnostics_table([r for r in rows if "diagnostics" in r]))
+    early = ("\n## The first evaluation\n\nDev EM (greedy, the curves' dev questions) at each run's first evaluation "
+             "after the start, mean ± 95% t-interval over seeds: how fast each arm learns, where the final EM of "
+             "most arms is near one ceiling.\n\n" + first_evaluation_table(rows))
     sweep = ""
     if len(rows) < len(all_rows):
         picks = pick_learning_rates(all_rows)
@@ -380,7 +383,7 @@ def main() -> None:
                  f"final policy's greedy EM on the first {args.final_dev_questions} dev questions; the best is the "
                  "arm's rate (a tie goes to the lower): "
                  + ", ".join(f"`--lr {arm}={lr:g}`" for arm, lr in picks.items()) + ".\n\n" + sweep_table(all_rows))
-    (args.out / "compare.md").write_text(header + "\n\n" + seed_table(rows_with_start) + diagnostics + sweep)
+    (args.out / "compare.md").write_text(header + "\n\n" + seed_table(rows_with_start) + diagnostics + early + sweep)
     plot_curves(rows, args.out / "compare_curves.png", CURVE_GROUPS)  # the sweep's runs are in its table
     print((args.out / "compare.md").read_text())
 

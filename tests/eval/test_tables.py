@@ -5,7 +5,14 @@ import math
 import pytest
 
 from slate.eval.evaluate import EpisodeScore, summarize
-from slate.eval.tables import diagnostics_table, format_markdown, mean_ci, seed_table, training_diagnostics
+from slate.eval.tables import (
+    diagnostics_table,
+    first_evaluation_table,
+    format_markdown,
+    mean_ci,
+    seed_table,
+    training_diagnostics,
+)
 
 
 def test_markdown_table_by_value() -> None:
@@ -91,3 +98,20 @@ def test_diagnostics_table_means_over_seeds_and_marks_what_was_not_logged() -> N
     lines = diagnostics_table(rows).splitlines()
     assert lines[2].startswith("| slate | 15 | – |") and "| 0.200 |" in lines[2]
     assert lines[3] == "| searchr1 | 5 | – | – | – | – | – | – |"
+
+
+def test_first_evaluation_table_by_hand() -> None:
+    def row(arm: str, em: float, tokens: float, four_hop: float) -> dict:
+        start = {"tokens": 0.0, "em": 0.5, "em_by_hops": {"1": 0.9, "2": 0.9, "3": 0.1, "4": 0.0}}
+        first = {"tokens": tokens, "em": em, "em_by_hops": {"1": 0.9, "2": 0.8, "3": 0.7, "4": four_hop}}
+        later = {"tokens": 2 * tokens, "em": 0.99, "em_by_hops": {"1": 1.0, "2": 1.0, "3": 1.0, "4": 1.0}}
+        return {"arm": arm, "curve": [start, first, later]}
+
+    rows = [row("slate", 0.6, 100.0, 0.5), row("slate", 0.8, 200.0, 0.7), row("searchr1", 0.75, 160.0, 0.25),
+            {"arm": "start", "curve": [{"tokens": 0.0, "em": 0.5, "em_by_hops": {}}]}]
+    lines = first_evaluation_table(rows).splitlines()
+    assert len(lines) == 4  # header, rule, two arms: the start has no point after 0 tokens
+    # mean 0.7; half-width t(0.975, df=1) · stdev(0.6, 0.8) / √2 = 12.7062 · 0.141421 / 1.414214 = 1.2706
+    assert lines[2] == ("| slate | 2 | 150 | 0.900 ± 0.000 | 0.800 ± 0.000 | 0.700 ± 0.000 | 0.600 ± 1.271 | "
+                        "0.700 ± 1.271 |")
+    assert lines[3] == "| searchr1 | 1 | 160 | 0.900 | 0.800 | 0.700 | 0.250 | 0.750 |"

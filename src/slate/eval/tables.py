@@ -103,3 +103,23 @@ def diagnostics_table(rows: list[dict[str, Any]]) -> str:
             cells.append(fmt.format(statistics.fmean(values)) if values else "–")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def first_evaluation_table(rows: list[dict[str, Any]]) -> str:
+    """One line per arm with a learning curve: dev EM per hop and overall at the curve's first point after the start
+    (``curve[1]``, the first evaluation during training), mean ± 95% CI over seeds, and the mean tokens it was
+    measured at. Where every arm ends near one ceiling, this early point is what tells how fast each one learns.
+    Rows without such a point are left out."""
+    lines = ["| arm | seeds | policy tokens | 1-hop | 2-hop | 3-hop | 4-hop | all |",
+             "|---|---|---:|---|---|---|---|---|"]
+    rows = [r for r in rows if len(r.get("curve", [])) > 1]
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        points = [r["curve"][1] for r in rows if r["arm"] == arm]
+        cells = []
+        for key in ("1", "2", "3", "4", "all"):
+            values = [p["em"] if key == "all" else p["em_by_hops"][key] for p in points]
+            mean, half = mean_ci(values)
+            cells.append(f"{mean:.3f}" + (f" ± {half:.3f}" if half is not None else ""))
+        tokens = statistics.fmean(p["tokens"] for p in points)
+        lines.append(f"| {arm} | {len(points)} | {tokens:,.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
