@@ -19,8 +19,9 @@ checkpoint of another policy size.
     python benchmarks/compare.py --replot --out results      # redraw compare_curves.png from compare.json only
     # the learning-rate sweep (seed 0): rows "ARM@lrLR", each with its final policy's EM on the whole dev split;
     # the report names each arm's pick, which the seeds then use (--lr ARM=LR); the sweep's seed-0 run is reused
-    python benchmarks/compare.py --arms searchr1 slate --seeds 0 --sweep 2e-5 5e-5 1e-4
-    python benchmarks/compare.py --arms searchr1 slate --seeds 0 1 2 --lr searchr1=5e-5 --lr slate=5e-5
+    python benchmarks/compare.py --arms searchr1 stepsearch slate --seeds 0 --sweep 1e-5 2e-5 5e-5 1e-4
+    python benchmarks/compare.py --arms searchr1 slate slate_full --seeds 0 1 2 --lr-from-sweep   # picks of the rows
+    python benchmarks/compare.py --arms searchr1 slate --seeds 0 1 2 --lr searchr1=2e-5 --lr slate=1e-5
 
 The CI is a t-interval over seeds (none with one seed). On 150 questions, differences under ~0.07 EM are noise;
 evaluate on >= 600 test questions.
