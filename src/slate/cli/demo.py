@@ -31,11 +31,13 @@ from slate.world.build import build_world, write_world
 # demonstrator gives up at the last hop of most 3-4-hop questions; the world it was trained on is the preset's
 # (seed 0, default size). Training it takes about 45 minutes here, longer than the demo may; `--train-start` does.
 SHIPPED_START = Path("results/start_policy")
-# 10 RL steps of 32 questions (about 170k policy tokens): in the comparison both methods had won back most of the 3-4
-# hop questions the start gives up on by then (results/compare.md, the curves).
+# 10 RL steps of 32 questions (about 160k policy tokens), the comparison's first evaluation: there SLATE and Search-R1
+# had won back most of the 3-4-hop questions the start gives up on, and SLATE's judge over full trajectories
+# (slate_full) far fewer (results/compare.md, "The first evaluation").
 DEMO = ["trainer.steps=10"]
-# the RL methods the demo trains, each from the same start: (name, preset)
-DEMO_METHODS = [("SLATE", "configs/slate-tiny.yaml"), ("Search-R1", "configs/searchr1-tiny.yaml")]
+# the RL methods the demo trains, each from the same start: (name, preset, overrides)
+DEMO_METHODS = [("SLATE", "configs/slate-tiny.yaml", []), ("Search-R1", "configs/searchr1-tiny.yaml", []),
+                ("SLATE, full trajectories", "configs/slate-tiny.yaml", ["trainer.method=slate_full"])]
 # `--quick`: the same stages in about a minute. The micro world (24 people, 1-2 hops) and one retrieved passage keep
 # sequences short, and the demonstrations make no mistakes, so a 2-layer policy learns to copy names in 400 steps
 # (dev EM clearly above 0); then 2 RL steps. It checks an install and shows a policy that learns.
@@ -124,14 +126,15 @@ def main(argv: list[str] | None = None) -> None:
                                      dev_questions)}
         print_eval_table(results["start"], f"Warm start, {dev_questions} dev questions (greedy)")
 
-        for name, preset in methods:
-            config = load_config(preset, [o for o in extra if not o.startswith(("sft.", "model."))])
+        for name, preset, overrides in methods:
+            config = load_config(preset, [*overrides, *(o for o in extra if not o.startswith(("sft.", "model.")))])
             slug = config.trainer.method
             run_dir = root / slug
             if not (run_dir / "policy" / "config.json").is_file():
                 console.print(f"[bold]{name}[/]: {config.trainer.steps} RL steps of "
                               f"{config.trainer.questions_per_step} questions, k = {config.rollout.group_size}"
-                              + (", oracle judge" if config.judge.backend == "oracle" and slug == "slate" else "")
+                              + (", oracle judge" if slug.startswith("slate") and config.judge.backend == "oracle"
+                                 else "")
                               + "…")
                 trainer = Trainer(config, read_qa_jsonl(world_dir / "train.jsonl"), retriever, sft_dir, run_dir,
                                   world_dir)
