@@ -45,6 +45,12 @@ def mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float
     return mean, float(quantile * statistics.stdev(values) / math.sqrt(len(values)))
 
 
+def _mean_ci_cell(values: list[float]) -> str:
+    """``mean ± half-width`` of the 95% t-interval, three decimals; the mean alone for a single value."""
+    mean, half = mean_ci(values)
+    return f"{mean:.3f}" + (f" ± {half:.3f}" if half is not None else "")
+
+
 def seed_table(rows: list[dict[str, Any]]) -> str:
     """One line per arm (in order of first appearance): test EM per hop and overall as mean ± 95% CI over the arm's
     seeds, mean policy-generated tokens and wall-clock seconds. Each row: ``arm``, ``policy_tokens``, ``wall_s`` and
@@ -53,11 +59,8 @@ def seed_table(rows: list[dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for arm in dict.fromkeys(r["arm"] for r in rows):
         mine = [r for r in rows if r["arm"] == arm]
-        cells = []
-        for key in ("1", "2", "3", "4", "all"):
-            values = [r["test"]["em"] if key == "all" else r["test"]["by_hops"][key]["em"] for r in mine]
-            mean, half = mean_ci(values)
-            cells.append(f"{mean:.3f}" + (f" ± {half:.3f}" if half is not None else ""))
+        cells = [_mean_ci_cell([r["test"]["em"] if key == "all" else r["test"]["by_hops"][key]["em"] for r in mine])
+                 for key in ("1", "2", "3", "4", "all")]
         tokens = statistics.fmean(r["policy_tokens"] for r in mine)
         wall = statistics.fmean(r["wall_s"] for r in mine)
         lines.append(f"| {arm} | {len(mine)} | " + " | ".join(cells) + f" | {tokens:,.0f} | {wall:.0f} |")
@@ -115,11 +118,8 @@ def first_evaluation_table(rows: list[dict[str, Any]]) -> str:
     rows = [r for r in rows if len(r.get("curve", [])) > 1]
     for arm in dict.fromkeys(r["arm"] for r in rows):
         points = [r["curve"][1] for r in rows if r["arm"] == arm]
-        cells = []
-        for key in ("1", "2", "3", "4", "all"):
-            values = [p["em"] if key == "all" else p["em_by_hops"][key] for p in points]
-            mean, half = mean_ci(values)
-            cells.append(f"{mean:.3f}" + (f" ± {half:.3f}" if half is not None else ""))
+        cells = [_mean_ci_cell([p["em"] if key == "all" else p["em_by_hops"][key] for p in points])
+                 for key in ("1", "2", "3", "4", "all")]
         tokens = statistics.fmean(p["tokens"] for p in points)
         lines.append(f"| {arm} | {len(points)} | {tokens:,.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
