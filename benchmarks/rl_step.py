@@ -2,6 +2,8 @@
 
     python benchmarks/rl_step.py --init runs/sft --world runs/world --steps 3
     python benchmarks/rl_step.py --init runs/sft --world runs/world --steps 3 --baseline-src OLD_CHECKOUT/src
+    # one setting against the same tree's shipped presets
+    python benchmarks/rl_step.py --init runs/sft --world runs/world --baseline-src src --new-overrides KEY=VALUE
 
 Each method runs in its own process (a fresh interpreter: no warm caches shared between methods) with its shipped
 preset (`configs/<method>-tiny.yaml` of the tree being measured) plus any dotted overrides, from the same initial
@@ -62,13 +64,13 @@ def measure(method: str, init: Path, world: Path, steps: int, overrides: list[st
             "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
-def run_child(src: Path, method: str, args: argparse.Namespace, tag: str) -> dict:
+def run_child(src: Path, method: str, args: argparse.Namespace, tag: str, extra: list[str] | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src)}
     out_dir = Path(args.scratch) / f"{tag}_{method}"
     # each tree runs with its own presets: the shipped settings of that revision
     command = [sys.executable, __file__, "--child", method, "--init", str(args.init), "--world", str(args.world),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--scratch", str(out_dir),
-               "--configs", str(src.parent / "configs"), *args.overrides]
+               "--configs", str(src.parent / "configs"), *args.overrides, *(extra or [])]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.stderr.write(done.stderr[-4000:])
@@ -87,6 +89,9 @@ def main() -> None:
     parser.add_argument("--scratch", default="/tmp/slate_rl_step", help="Where the runs write (deleted freely).")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--configs", type=Path, default=ROOT / "configs", help=argparse.SUPPRESS)
+    parser.add_argument("--new-overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="Dotted overrides for this tree's runs only: with --baseline-src src, one setting "
+                             "measured against the shipped presets of the same tree.")
     parser.add_argument("overrides", nargs="*", help="Dotted config overrides for every run.")
     args = parser.parse_args()
 
@@ -103,7 +108,7 @@ def main() -> None:
         row = {"method": method}
         if args.baseline_src:  # baseline first, then this tree, back to back on the same machine state
             row["baseline"] = run_child(args.baseline_src, method, args, "baseline")
-        row["new"] = run_child(this_src, method, args, "new")
+        row["new"] = run_child(this_src, method, args, "new", args.new_overrides)
         rows.append(row)
         new = row["new"]
         line = (f"{method:>10}: {new['policy_tokens_per_s']:7.1f} policy tokens/s, {new['seconds_per_step']:6.2f} s "
@@ -120,7 +125,8 @@ def main() -> None:
             extra = f"   (baseline {base_value:.2f} s)" if base_value is not None else ""
             print(f"{'':>14}{key:<26} {value:6.2f} s{extra}")
     summary = {"benchmark": "rl_step", "steps": args.steps, "warmup": args.warmup, "overrides": args.overrides,
-               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(), "rows": rows}
+               "new_overrides": args.new_overrides, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+               "cores": os.cpu_count(), "rows": rows}
     if all("ratio" in r for r in rows):
         summary["ratios"] = {r["method"]: round(r["ratio"], 3) for r in rows}
         summary["cpu_ratios"] = {r["method"]: round(r["cpu_ratio"], 3) for r in rows}

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -67,3 +69,18 @@ def test_shared_prefix_forward_equals_separate_forwards_values_and_gradients() -
         torch.testing.assert_close(grouped.logprobs[row, : len(continuation)], expected, atol=1e-5, rtol=0)
     for a, b in zip(grad_separate, grad_grouped, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_row_logprobs_by_hand_at_temperature_one_and_two() -> None:
+    # logits (0, ln 3): p = (1/4, 3/4); log p(1) = ln 3/4; entropy = -(1/4 ln 1/4 + 3/4 ln 3/4) = 0.562335
+    logits = torch.tensor([[0.0, math.log(3.0)]], requires_grad=True)
+    picked, entropy = forward._row_logprobs(logits, torch.tensor([1]), temperature=1.0, with_entropy=True)
+    assert math.isclose(picked.item(), math.log(0.75), abs_tol=1e-6)
+    assert math.isclose(entropy.item(), 0.562335, abs_tol=1e-6)
+    assert picked.requires_grad and not entropy.requires_grad  # the entropy is logged, never trained on
+    # at temperature 2 the logits halve: p(1) = sqrt 3 / (1 + sqrt 3) = 0.633975
+    picked, none = forward._row_logprobs(logits, torch.tensor([1]), temperature=2.0, with_entropy=False)
+    assert math.isclose(picked.item(), math.log(0.633975), abs_tol=1e-6) and none is None
+    # d log p(1) / d logits = onehot(1) - p: (-1/4, 1/4) at temperature 1
+    grad, = torch.autograd.grad(forward._row_logprobs(logits, torch.tensor([1]), 1.0, False)[0].sum(), logits)
+    torch.testing.assert_close(grad, torch.tensor([[-0.25, 0.25]]))
