@@ -64,13 +64,14 @@ def measure(method: str, init: Path, world: Path, steps: int, overrides: list[st
             "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
-def run_child(src: Path, method: str, args: argparse.Namespace, tag: str, extra: list[str] | None = None) -> dict:
+def run_child(src: Path, method: str, args: argparse.Namespace, tag: str,
+              extra_overrides: list[str] | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src)}
     out_dir = Path(args.scratch) / f"{tag}_{method}"
     # each tree runs with its own presets: the shipped settings of that revision
     command = [sys.executable, __file__, "--child", method, "--init", str(args.init), "--world", str(args.world),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--scratch", str(out_dir),
-               "--configs", str(src.parent / "configs"), *args.overrides, *(extra or [])]
+               "--configs", str(src.parent / "configs"), *args.overrides, *(extra_overrides or [])]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.stderr.write(done.stderr[-4000:])
