@@ -6,15 +6,17 @@ long does one SLATE step take, how much memory does it need, and does a short ru
    SLATE step on a tiny synthetic world with the oracle judge: rollout (k = 5 candidates per prefix, B = 4) and the
    update. Random weights rarely close a tag, so every step runs to ``max_step_tokens``: the worst case in length.
    Reported per shape: parameters, trainable parameters, rollout and update seconds, policy tokens, peak memory.
-2. ``learning``: the project's tiny policy, SFT-warm-started on the world's demonstrations for a fixed time, then a
-   few SLATE steps with the oracle judge; dev EM after SFT and after RL, and the SFT loss at both ends. It learns
-   when the SFT loss falls and dev EM is above 0 (a random policy answers nothing right).
+2. ``learning``: the project's tiny policy, SFT-warm-started on the world's demonstrations for a fixed number of
+   optimizer steps (steps, not seconds: the result must not depend on the machine's speed; progress is printed every
+   250 steps), then a few SLATE steps with the oracle judge; dev EM after SFT and after RL, and the SFT loss at both
+   ends. It learns when the SFT loss falls and dev EM is above 0 (a random policy answers nothing right).
 
 The tokenizer is the tiny byte-level BPE trained on the world's text (its ids are a prefix of the vocabulary), so
 no files travel. Every part writes the report again when it ends, so a part that fails or runs out of time keeps
 what came before; an error is recorded in the report, not raised.
 
-    python benchmarks/gpu_smoke.py --out results/gpu_smoke.json            # on the GPU: about 5 minutes
+    python benchmarks/gpu_smoke.py --out results/gpu_smoke.json            # on the GPU (docs/gpu.md)
+    python benchmarks/gpu_smoke.py --parts shapes --out results/gpu_smoke.json   # the real shapes alone
     python benchmarks/gpu_smoke.py --cpu-check --out /tmp/gpu_smoke.json   # tiny shapes on a CPU: a minute
 """
 
@@ -112,17 +114,22 @@ def measure_shape(name: str, shape: ModelShape, world: Path, tokenizer, cpu: boo
 
 def learning_run(world: Path, cpu: bool, scratch: Path) -> dict:
     """SFT warm start, then SLATE with the oracle judge; dev EM at each stage."""
-    sft_s, rl_steps, dev_n = (8, 1, 4) if cpu else (150, 8, 100)
+    sft_steps, rl_steps, dev_n = (20, 1, 4) if cpu else (1000, 8, 100)
     tiny = ["model.tiny.hidden_size=64", "model.tiny.num_layers=2", "model.tiny.num_heads=2",
             "model.tiny.intermediate_size=192", "model.tiny.vocab_size=2000"] if cpu else []
-    config = load_config("configs/tiny.yaml", [f"world.dir={world}", f"sft.time_limit_s={sft_s}",
+    config = load_config("configs/tiny.yaml", [f"world.dir={world}", f"sft.max_steps={sft_steps}",
                                                "sft.warmup_steps=20", *tiny])
     retriever = Bm25Retriever.from_corpus(world / "corpus.jsonl")
     dev = read_qa_jsonl(world / "dev.jsonl")[:dev_n]
     losses: list[float] = []
     start = time.perf_counter()
+
+    def record(loss: float) -> None:  # progress on the console: a run stopped by a time limit still says how far
+        losses.append(loss)
+        if len(losses) % 250 == 0:
+            print(f"sft step {len(losses)} loss {loss:.3f} {time.perf_counter() - start:.0f} s", flush=True)
     policy = train_sft(config, read_qa_jsonl(world / "train.jsonl"), retriever, world, scratch / "sft",
-                       on_step=lambda step, total, loss: losses.append(loss))
+                       on_step=lambda step, total, loss: record(loss))
     sft_wall = time.perf_counter() - start
 
     def dev_em(policy: Policy) -> float:

@@ -66,7 +66,8 @@ def measure(method: str, init: Path, world: Path, steps: int, overrides: list[st
 
 def run_child(src: Path, method: str, args: argparse.Namespace, tag: str,
               extra_overrides: list[str] | None = None) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    # the tree measured comes first; the rest of the path stays (dependencies installed with --target, say)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))}
     out_dir = Path(args.scratch) / f"{tag}_{method}"
     # each tree runs with its own presets: the shipped settings of that revision
     command = [sys.executable, __file__, "--child", method, "--init", str(args.init), "--world", str(args.world),

