@@ -169,3 +169,23 @@ def test_a_carry_that_is_not_a_prefix_is_ignored() -> None:
     mixed = sample_branches(policy.model, other, 1, params, _stop(policy), policy.pad_token_id, carried=carries)
     plain = sample_branches(policy.model, other, 1, params, _stop(policy), policy.pad_token_id)
     assert [g[0].token_ids for g in mixed] == [g[0].token_ids for g in plain]
+
+
+def test_a_lora_wrapped_model_is_given_its_cache_under_the_base_models_name() -> None:
+    import inspect
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    from slate.rollout.generate import _cache_kwarg
+
+    policy = _policy()
+    base_name = "cache" if "cache" in inspect.signature(policy.model.forward).parameters else "past_key_values"
+    wrapped = get_peft_model(policy.model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    assert _cache_kwarg(wrapped) == base_name == _cache_kwarg(wrapped.get_base_model())
+    prefixes = [policy.encode("Who founded Velmora Labs? <think>")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # transformers 5.x: `past_key_values` is deprecated
+        groups = sample_branches(wrapped, prefixes, 3, SamplingParams(max_new_tokens=6, temperature=1.0),
+                                 _stop(policy), policy.pad_token_id, torch.Generator().manual_seed(0))
+    assert len(groups[0]) == 3 and all(c.token_ids for c in groups[0])

@@ -90,8 +90,11 @@ class Generator(Protocol):
 
 
 def _cache_kwarg(model: PreTrainedModel) -> str:
-    """Recent transformers name the KV-cache argument ``cache``; older ones ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    """Recent transformers name the KV-cache argument ``cache``; older ones ``past_key_values``. A PEFT wrapper's
+    forward takes ``**kwargs`` and hands them on, so the name is read off the model it wraps (``past_key_values`` is
+    deprecated in transformers 5.x and goes in 5.40)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _left_pad(prefixes: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
