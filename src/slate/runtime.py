@@ -7,6 +7,12 @@
   ``torch.cat`` of 41 MB: 327 ms with the default, 57 ms with freed memory kept; docs/performance.md). We raise the
   mmap and trim thresholds to 1 GiB so freed memory is reused. Linux with glibc only; ``SLATE_KEEP_FREED_MEMORY=0``
   turns it off. Costs: the process keeps up to 1 GiB of freed heap instead of returning it.
+- ``NO_HUB_KERNELS``: keyword arguments for every ``from_pretrained`` of a model the project runs (the policy, an
+  in-process judge, the dense retriever's encoder). transformers 5.x swaps layers for Hugging Face Hub kernels by
+  default, fetched from the Hub when a model first enters train or eval mode on a GPU: on an offline cluster node a
+  run then fails at its first update (seen on an H100: ``kernels-community/rotary``, docs/gpu.md), and online it runs
+  code fetched at run time that no config names. PyTorch's own layers run instead (transformers >= 4.56 takes the
+  argument).
 - ``describe_cpu``: the CPU capability torch dispatches to and whether bfloat16 is native (dtype choices use it).
 - ``choose_bf16_autocast``/``autocast_bf16``: SFT and the RL update run their forward passes under bfloat16 autocast
   only where it is native (``auto``), log the choice, and warn when it is forced where bfloat16 is emulated (on an
@@ -24,6 +30,8 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import torch
+
+NO_HUB_KERNELS = {"use_kernels": False}
 
 M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3

@@ -132,3 +132,11 @@ def test_link_existing_faiss_index(tmp_path: Path, flat_index_dir: Path, small_c
     built = DenseRetriever.load(flat_index_dir, encoder=minilm)
     query = ["Who is the president of Gryquiger?"]
     assert [h.id for h in linked.search(query, 3)[0]] == [h.id for h in built.search(query, 3)[0]]
+
+
+def test_the_encoder_keeps_pytorchs_own_layers(minilm: Any) -> None:
+    """No Hugging Face Hub kernels (transformers 5.x turns them on by default and fetches them on a GPU)."""
+    model = minilm[0].auto_model
+    minilm.eval()  # encode() puts the model in eval mode: where transformers would kernelize
+    assert getattr(model, "use_kernels", False) is False
+    assert getattr(model, "kernels_mode", None) is None

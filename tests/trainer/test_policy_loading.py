@@ -1,6 +1,6 @@
 """A loaded checkpoint keeps PyTorch's own layers: transformers 5.x would otherwise swap some for Hugging Face Hub
 kernels, fetched from the Hub when the model first enters train or eval mode on a GPU (an offline node then fails at
-its first RL step: seen on an H100, docs/gpu.md)."""
+its first RL step: seen on an H100, docs/gpu.md). The constant is `slate.runtime.NO_HUB_KERNELS`."""
 
 from __future__ import annotations
 

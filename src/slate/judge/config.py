@@ -136,7 +136,7 @@ def build_judge(config: JudgeConfig, *, hf_model: Any = None, hf_tokenizer: Any 
                            batch_size=config.batch_size)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from slate.rollout.policy import NO_HUB_KERNELS
+        from slate.runtime import NO_HUB_KERNELS
 
         hf_tokenizer = hf_tokenizer if hf_tokenizer is not None else AutoTokenizer.from_pretrained(config.model)
         hf_model = hf_model if hf_model is not None else AutoModelForCausalLM.from_pretrained(

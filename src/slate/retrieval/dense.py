@@ -35,6 +35,7 @@ import numpy as np
 from slate.data.records import Passage
 from slate.errors import RetrievalError
 from slate.retrieval.base import Hit, hit_from_contents
+from slate.runtime import NO_HUB_KERNELS
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def load_encoder(name_or_path: str, device: str = "cpu") -> Any:
         raise RetrievalError("dense retrieval needs sentence-transformers and faiss. Install them with "
                              "`pip install slate-rl[dense]`.") from None
     try:
-        return SentenceTransformer(name_or_path, device=device)
+        return SentenceTransformer(name_or_path, device=device, model_kwargs=dict(NO_HUB_KERNELS))
     except Exception as exc:  # hub, OS and config errors all mean "this encoder cannot be loaded"
         raise RetrievalError(f"cannot load encoder {name_or_path!r} ({type(exc).__name__}: {str(exc)[:200]}). "
                              "Pass a local model directory, or a hub name with network access "

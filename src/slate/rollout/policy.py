@@ -32,6 +32,7 @@ from transformers import (
 from slate.errors import PolicyError
 from slate.rollout.actions import TAGS
 from slate.rollout.prompt import build_prompt
+from slate.runtime import NO_HUB_KERNELS
 
 if TYPE_CHECKING:
     from slate.config import ModelConfig, TinyModelConfig
@@ -142,12 +143,6 @@ def build_tiny_policy(texts: list[str], tiny_config: TinyModelConfig, seed: int 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     return Policy(model=model, tokenizer=tokenizer, name="tiny")
-
-
-# transformers (5.x) swaps layers for Hugging Face Hub kernels by default, fetched from the Hub when the model is first
-# put in train or eval mode on a GPU: a run on an offline cluster node then fails at its first step, and one online
-# trains with downloaded code the run's config does not name. The policy (and the judge) keep PyTorch's own layers.
-NO_HUB_KERNELS = {"use_kernels": False}
 
 
 def load_hf_policy(path: str | Path, dtype: str = "float32") -> Policy:
