@@ -179,13 +179,14 @@ def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_ma
     """log-probs under softmax(logits / temperature), the same distribution the rollout sampled from."""
     predicts = target_mask[:, 1:]  # (B, L-1): the state at t-1 predicts token t
     if full_head:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][predicts]
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1][predicts]
     else:
         # Right padding under a causal mask: no real token ever attends to a pad, so the padding mask is redundant,
         # and leaving it out lets scaled_dot_product_attention take its fused causal kernel.
         right_padded = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
-        hidden = model.get_decoder()(input_ids=input_ids,
-                                     attention_mask=None if right_padded else attention_mask).last_hidden_state
+        # no KV cache: nothing decodes after a scoring pass (and under gradient checkpointing transformers refuses one)
+        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=None if right_padded else attention_mask,
+                                     use_cache=False).last_hidden_state
     where = torch.zeros_like(target_mask)
     where[:, 1:] = predicts  # the first token has no prediction
     targets = input_ids[:, 1:][predicts]  # M = trained tokens
