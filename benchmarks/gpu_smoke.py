@@ -8,8 +8,9 @@ long does one SLATE step take, how much memory does it need, and does a short ru
    Reported per shape: parameters, trainable parameters, rollout and update seconds, policy tokens, peak memory.
 2. ``learning``: the project's tiny policy, SFT-warm-started on the world's demonstrations for a fixed number of
    optimizer steps (steps, not seconds: the result must not depend on the machine's speed; progress is printed every
-   250 steps), then a few SLATE steps with the oracle judge; dev EM after SFT and after RL, and the SFT loss at both
-   ends. It learns when the SFT loss falls and dev EM is above 0 (a random policy answers nothing right).
+   250 SFT steps and after every RL step), then a few SLATE steps with the oracle judge; dev EM after SFT and after
+   RL, and the SFT loss at both ends. It learns when the SFT loss falls and dev EM is above 0 (a random policy answers
+   nothing right).
 
 The tokenizer is the tiny byte-level BPE trained on the world's text (its ids are a prefix of the vocabulary), so
 no files travel. Every part writes the report again when it ends, so a part that fails or runs out of time keeps
@@ -137,13 +138,16 @@ def learning_run(world: Path, cpu: bool, scratch: Path) -> dict:
         return evaluate(engine, dev)[0]["em"]
 
     em_sft = dev_em(policy)
+    print(f"dev EM after SFT {em_sft:.3f} ({time.perf_counter() - start:.0f} s since SFT began)", flush=True)
     small = ["trainer.questions_per_step=2", "rollout.group_size=2", "rollout.max_steps=2",
              "rollout.max_step_tokens=16"] if cpu else []
     rl = load_config("configs/slate-tiny.yaml", [f"world.dir={world}", f"trainer.steps={rl_steps}",
                                                  "trainer.checkpoint_every=1000", *small])
     trainer = Trainer(rl, read_qa_jsonl(world / "train.jsonl"), retriever, scratch / "sft", scratch / "rl", world)
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(on_step=lambda step, total, metrics: print(
+        f"rl step {step}/{total} rollout {metrics['time/rollout_s']:.1f} s update {metrics['time/update_s']:.1f} s "
+        f"{time.perf_counter() - start:.0f} s", flush=True))
     rl_wall = time.perf_counter() - start
     from slate.rollout.policy import load_hf_policy
 
