@@ -31,7 +31,8 @@ logger = logging.getLogger("sft_curve")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/tiny.yaml")
+    parser.add_argument("--config", nargs="+", default=["configs/tiny.yaml"],
+                        help="presets, layered in order (e.g. configs/tiny.yaml configs/hardness/hard.yaml)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--dev-questions", type=int, default=200)
@@ -41,7 +42,8 @@ def main() -> None:
     config = load_config(args.config, args.overrides)
     world_dir = Path(config.world.dir)
     if not (world_dir / "corpus.jsonl").is_file():
-        write_world(build_world(config.world.seed, config.world.size), world_dir, config.world.seed, config.world.size)
+        write_world(build_world(config.world.seed, config.world.size, config.world.max_hops), world_dir,
+                    config.world.seed, config.world.size, config.world.max_hops)
     retriever = Bm25Retriever.from_corpus_cached(world_dir / "corpus.jsonl", world_dir / "bm25_index")
     dev = read_qa_jsonl(world_dir / "dev.jsonl")[: args.dev_questions]
     args.out.mkdir(parents=True, exist_ok=True)

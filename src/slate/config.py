@@ -67,6 +67,9 @@ class WorldConfig(_Strict):
     dir: str = Field("runs/world", description="A built world: corpus.jsonl, train/dev/test.jsonl.")
     seed: int = Field(0, description="Seed used when the world has to be built.")
     size: Literal["micro", "tiny", "small", "default"] = Field("default", description="World size preset if built.")
+    max_hops: int | None = Field(None, ge=1, le=6, description="Hardness dial: the longest chain of the questions "
+                                                              "if built (1..max_hops hops, each with the size's "
+                                                              "questions per hop); None: the size's own (4; micro 2).")
     build_if_missing: bool = Field(True, description="Build the world at `dir` when it does not exist yet.")
 
 
@@ -89,6 +92,11 @@ class RolloutConfig(_Strict):
     model_config = ConfigDict(extra="forbid")
     max_steps: int = Field(4, ge=1, description="B: step budget; one step = one think + one action. "
                                                 "The paper uses 4; the synthetic world needs max hops + 1.")
+    budget_slack: int | None = Field(None, ge=0, description="Hardness dial, a tight budget: a question of h hops "
+                                     "(metadata.hops) gets B = min(max_steps, h + 1 + budget_slack) steps: its h "
+                                     "searches, the answer and this many spare steps, so wasted searches cost the "
+                                     "outcome. None: every question gets max_steps (questions without a hop count "
+                                     "always do).")
     group_size: int = Field(5, ge=2, description="k: candidates per group; >= 2 so the group has a baseline.")
     max_step_tokens: int = Field(96, ge=4, description="Cap on tokens generated in one step.")
     max_information_tokens: int = Field(400, ge=16, description="Cap on the tokens of one <information> block.")
@@ -193,6 +201,10 @@ class TrainerConfig(_Strict):
     keep_checkpoints: int = Field(2, ge=1, description="Keep the last N checkpoints.")
     eval_every: int = Field(0, ge=0, description="Evaluate on `eval_questions` dev questions every N steps (0 = off).")
     eval_questions: int = Field(200, ge=1, description="Dev questions per periodic evaluation.")
+    eval_at_tokens: list[int] = Field(default_factory=list, description="Also evaluate after the first RL step at "
+                                      "which the policy-token total reaches each of these marks (dense learning "
+                                      "curves by tokens, the same marks for every method; benchmarks/compare.py "
+                                      "--eval-every-tokens).")
     lora_rank: int = Field(0, ge=0, description="LoRA rank (PEFT); 0 trains all parameters.")
     lora_alpha: int = Field(16, ge=1, description="LoRA alpha (the update is scaled by alpha / rank). Paper: 64.")
     lora_target_modules: list[str] | Literal["all-linear"] = Field(
@@ -239,6 +251,11 @@ class SFTConfig(_Strict):
                                                              "more, answer at the last hop with the entity in hand "
                                                              "instead of searching. Above 0.5 imitation keeps it.")
     give_up_min_hops: int = Field(3, ge=2, description="Shortest chain on which the demonstrator gives up.")
+    vague_habit_rate: float = Field(0.0, ge=0, le=1, description="Demo habit at every hop: search vaguely first (a "
+                                    "name's first word, or the relation alone), then properly, whatever the budget: "
+                                    "one wasted step per hop. Above 0.5 imitation keeps it; with a tight budget "
+                                    "(rollout.budget_slack) a trajectory succeeds only if it skips the habit at "
+                                    "enough hops. Replaces vague_query_rate where set.")
 
 
 class RunConfig(_Strict):
@@ -278,19 +295,38 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML preset and apply ``key.sub=value`` overrides (values parsed as YAML: 8, 0.1, true, [a, b])."""
+def _merge(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """``layer`` over ``base``, section by section: a mapping merges key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in layer.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def _read_preset(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file. Presets live in configs/.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}).") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections.")
+    return data
+
+
+def load_config(path: str | Path | list[str | Path] | tuple[str | Path, ...] | None = None,
+                overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML preset and apply ``key.sub=value`` overrides (values parsed as YAML: 8, 0.1, true, [a, b]).
+
+    Several presets (a list) are layered in order, each over the ones before it, key by key: a method's preset, then
+    a setting of the hardness study (``configs/hardness/hard.yaml``), then the overrides."""
+    paths = [] if path is None else [Path(p) for p in path] if isinstance(path, list | tuple) else [Path(path)]
     data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file. Presets live in configs/.")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc}).") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections.")
+    for preset in paths:
+        data = _merge(data, _read_preset(preset))
+    path = ", ".join(str(p) for p in paths) or None
     for override in overrides or []:
         if "=" not in override:
             raise ConfigError(f"override {override!r} must look like section.key=value.")

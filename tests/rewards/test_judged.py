@@ -65,6 +65,16 @@ def test_oracle_judged_rewards_on_a_hand_episode() -> None:
     assert guess.scores["early_answer_bonus"] == pytest.approx(0.05)  # 0.1 * (4 - 2) / 4, kept apart for the sampler
 
 
+def test_the_early_answer_bonus_uses_the_episodes_own_budget() -> None:
+    # a tight budget (rollout.budget_slack) gives the 2-hop question B = 5 instead of max_steps = 13:
+    # an answer at t = 3 gets 0.1 * (5 - 3) / 5 = 0.04, not 0.1 * (13 - 3) / 13
+    reward = JudgedStepReward(OracleJudge(), max_steps=13, early_answer_bonus=0.1)
+    answer = _step("<think> So the answer is Port Dalvin. </think><answer> Port Dalvin </answer>")
+    episode = Episode(record=RECORD, prompt_ids=[0], budget=5)
+    reward.score_steps([StepToScore(episode, answer, 3)])
+    assert answer.scores["early_answer_bonus"] == pytest.approx(0.04)
+
+
 def test_forced_answers_are_not_scored_by_default() -> None:
     forced = _step("<answer> Port Dalvin </answer>", forced=True)
     episode = Episode(record=RECORD, prompt_ids=[0])

@@ -6,7 +6,7 @@ from scripted_policy import FixedRetriever, ScriptedGenerator
 from slate.config import RolloutConfig
 from slate.data.records import QARecord
 from slate.rollout.actions import render_information
-from slate.rollout.engine import RolloutEngine
+from slate.rollout.engine import RolloutEngine, step_budget
 
 RECORD = QARecord(id="q1", question="In which country is Dalvin?", golden_answers=("Orvania",))
 CONFIG = RolloutConfig(max_steps=3, max_step_tokens=64, prompt_template="Question: {question}\n", batch_size=8)
@@ -58,6 +58,31 @@ def test_budget_forces_one_answer_step(policy) -> None:
     start = len(episode.token_ids()) - len(forced.token_ids) - len(forced.injected_ids)
     assert mask[start:start + len(forced.injected_ids)] == [False] * len(forced.injected_ids)
     assert engine.counters["rollout/forced_answers"] == 1
+
+
+def test_step_budget_by_hand() -> None:
+    two_hops = QARecord(id="q2", question="?", golden_answers=("x",), metadata={"hops": 2})
+    # no slack: every question gets max_steps; slack s: hops + 1 (the answer) + s, capped by max_steps
+    assert step_budget(two_hops, max_steps=9, budget_slack=None) == 9
+    assert step_budget(two_hops, max_steps=9, budget_slack=0) == 3
+    assert step_budget(two_hops, max_steps=9, budget_slack=2) == 5
+    assert step_budget(two_hops, max_steps=4, budget_slack=2) == 4
+    assert step_budget(RECORD, max_steps=9, budget_slack=0) == 9  # no hop count: the global budget
+
+
+def test_a_tight_budget_forces_the_answer_after_hops_plus_slack_steps(policy) -> None:
+    def always_search(text: str, branch: int) -> str:
+        return " Orvania </answer>" if text.endswith("<answer>") else "<think> more </think><search> Dalvin </search>"
+
+    one_hop = QARecord(id="q3", question="In which country is Dalvin?", golden_answers=("Orvania",),
+                       metadata={"hops": 1})
+    config = CONFIG.model_copy(update={"max_steps": 6, "budget_slack": 1})
+    engine = RolloutEngine(policy, FixedRetriever(), config, top_k=1, generator=ScriptedGenerator(policy,
+                                                                                                 always_search))
+    loose, tight = engine.rollout([RECORD, one_hop])
+    assert len(loose.steps) == 6 + 1  # no hop count: max_steps searches, then the forced answer
+    assert tight.budget == 3 and len(tight.steps) == 3 + 1  # 1 hop + 1 + slack 1 = 3 steps, then forced
+    assert tight.steps[-1].is_forced and not tight.steps[-2].is_forced
 
 
 def test_invalid_step_gets_a_masked_note_and_is_counted(policy) -> None:

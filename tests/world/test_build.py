@@ -6,6 +6,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from slate.data.records import read_corpus, read_qa_jsonl
 from slate.world.build import build_world, write_world
 from slate.world.schema import RELATION_BY_NAME
@@ -71,3 +73,35 @@ def test_micro_world_asks_one_and_two_hops_only(tmp_path: Path) -> None:
     train, dev = (read_qa_jsonl(tmp_path / f"{split}.jsonl") for split in ("train", "dev"))
     assert all(len(r.chain) == r.hops for r in train + dev)
     assert not {r.question for r in train} & {r.question for r in dev}
+
+
+def test_longer_chains_dial_asks_up_to_six_hops_through_distinct_entities(tmp_path: Path) -> None:
+    summary = write_world(build_world(seed=3, size="small", max_hops=6), tmp_path, seed=3, size="small", max_hops=6)
+    # small: (300, 50, 100) questions per hop count, now for each of 1..6 hops
+    assert summary["max_hops"] == 6
+    assert summary["questions"]["dev"] == {str(h): 50 for h in range(1, 7)}
+    dev = read_qa_jsonl(tmp_path / "dev.jsonl")
+    six = [r for r in dev if r.hops == 6]
+    for record in six:
+        chain = record.chain
+        assert len(chain) == 6
+        # hop i's entity is hop i-1's answer, and no entity is visited twice
+        assert all(chain[i].entity == chain[i - 1].answer for i in range(1, 6))
+        assert len({hop.entity for hop in chain} | {chain[-1].answer}) == 7
+        assert chain[-1].answer in record.golden_answers
+        # the question names only the first entity: none of the later ones (outside a look-alike first name)
+        assert all(hop.entity not in record.question.replace(chain[0].entity, "") for hop in chain[1:])
+
+
+def test_max_hops_out_of_range_is_a_config_error() -> None:
+    from slate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="1 to 6 hops"):
+        build_world(seed=0, size="tiny", max_hops=7)
+
+
+def test_default_world_is_unchanged_by_the_dial(tmp_path: Path) -> None:
+    write_world(build_world(seed=5, size="tiny"), tmp_path / "a", seed=5, size="tiny")
+    write_world(build_world(seed=5, size="tiny", max_hops=4), tmp_path / "b", seed=5, size="tiny")
+    for name in ("corpus.jsonl", "train.jsonl", "dev.jsonl", "test.jsonl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

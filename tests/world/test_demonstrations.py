@@ -86,3 +86,40 @@ def test_giving_up_off_leaves_every_other_mistake_where_it_was(world) -> None:
              for name, searcher in (("default", default), ("off", off), ("half", half))}
     assert texts["off"] == texts["default"]
     assert texts["half"] != texts["default"]
+
+
+def test_the_vague_habit_wastes_one_step_at_every_hop_whatever_the_budget(world) -> None:
+    world_dir, retriever, train = world
+    # max_steps = 5 leaves no spare step on a 4-hop question: a random vague query would be skipped, the habit is not
+    always = ScriptedSearcher(world_dir, retriever, MistakeRates(0, 0, 0, 0, vague_habit=1.0), max_steps=9, top_k=3,
+                              seed=0)
+    record = next(r for r in train if len(r.chain) == 4)
+    steps = always.demonstrate(record)
+    assert len(steps) == 2 * 4 + 1  # a vague and a proper search per hop, then the answer
+    for hop_index, hop in enumerate(record.chain):
+        vague, proper = (parse_step(s.text) for s in steps[2 * hop_index: 2 * hop_index + 2])
+        assert hop.entity not in vague.content  # a first word of a longer name, or the bare relation
+        assert vague.content == hop.relation.replace("_", " ") or len(hop.entity.split()) > 1
+        assert proper.think.startswith("That did not help.") and hop.entity in proper.content
+    assert parse_step(steps[-1].text).content == record.chain[-1].answer
+
+
+def test_the_vague_habit_off_leaves_the_demonstrations_unchanged(world) -> None:
+    world_dir, retriever, train = world
+    default = ScriptedSearcher(world_dir, retriever, MistakeRates(), max_steps=5, top_k=3, seed=4)
+    off = ScriptedSearcher(world_dir, retriever, MistakeRates(vague_habit=0.0), max_steps=5, top_k=3, seed=4)
+    texts = [[[s.text for s in searcher.demonstrate(r)] for r in train[:60]] for searcher in (default, off)]
+    assert texts[0] == texts[1]
+
+
+def test_the_vague_habit_rate_is_kept_above_one_half(world) -> None:
+    # 0.6 per hop over every hop of 200 demonstrations: the share of hops searched vaguely first is 0.6 ± 0.05
+    world_dir, retriever, train = world
+    searcher = ScriptedSearcher(world_dir, retriever, MistakeRates(0, 0, 0, 0, vague_habit=0.6), max_steps=13,
+                                top_k=3, seed=1)
+    hops = vague = 0
+    for record in train[:200]:
+        thinks = [parse_step(s.text).think for s in searcher.demonstrate(record)[:-1]]
+        hops += len(record.chain)
+        vague += sum(t.startswith("That did not help.") for t in thinks)
+    assert abs(vague / hops - 0.6) < 0.05

@@ -46,12 +46,14 @@ def world_build(
     out_dir: Path = typer.Option(..., "--out", help="Directory to write corpus.jsonl, train/dev/test.jsonl."),
     seed: int = typer.Option(0, help="Random seed; the same seed and size give byte-identical files."),
     size: str = typer.Option("default", help="World size preset: micro, tiny, small or default."),
+    max_hops: int | None = typer.Option(None, help="Longest chain (1-6); default: the size's own (4)."),
 ) -> None:
-    """Build a synthetic world: a fictional corpus and 1–4-hop questions with gold chains."""
+    """Build a synthetic world: a fictional corpus and 1–4-hop questions (up to 6 with --max-hops) with gold chains."""
     from slate.world.build import build_world, write_world
 
     try:
-        summary = write_world(build_world(seed=seed, size=size), out_dir, seed=seed, size=size)
+        summary = write_world(build_world(seed=seed, size=size, max_hops=max_hops), out_dir, seed=seed, size=size,
+                              max_hops=max_hops)
     except SlateError as error:
         fail(error)
     out.print(f"wrote world to {out_dir}: {summary['passages']} passages, questions per split and hop "
@@ -106,8 +108,8 @@ def _resolve_world(config, world: Path | None) -> Path:
             raise ConfigError(f"{world_dir}: no world here (no corpus.jsonl). Build one with "
                               f"`slate world build --out {world_dir}`.")
         console.print(f"building the world at {world_dir} (seed {config.world.seed}, size {config.world.size})")
-        write_world(build_world(config.world.seed, config.world.size), world_dir, config.world.seed,
-                    config.world.size)
+        write_world(build_world(config.world.seed, config.world.size, config.world.max_hops), world_dir,
+                    config.world.seed, config.world.size, config.world.max_hops)
     return world_dir
 
 
@@ -120,7 +122,8 @@ def _progress():
 
 @app.command("sft")
 def sft(
-    config_path: Path = typer.Option(..., "--config", help="YAML preset, e.g. configs/tiny.yaml."),
+    config_path: list[Path] = typer.Option(..., "--config", help="YAML preset, e.g. configs/tiny.yaml; repeat to "
+                                                                "layer a setting over it (configs/hardness/)."),
     out_dir: Path = typer.Option(..., "--out", help="Where to save the warm-started policy."),
     world: Path | None = typer.Option(None, help="A built world directory (overrides world.dir)."),
     init: Path | None = typer.Option(None, help="Start from this checkpoint instead of a new tiny model."),
@@ -206,7 +209,8 @@ def print_selection(selection: dict) -> None:
 
 @app.command("train")
 def train(
-    config_path: Path = typer.Option(..., "--config", help="YAML preset, e.g. configs/searchr1-tiny.yaml."),
+    config_path: list[Path] = typer.Option(..., "--config", help="YAML preset, e.g. configs/searchr1-tiny.yaml; "
+                                                                "repeat to layer a setting over it."),
     init: Path | None = typer.Option(None, "--init", help="The starting policy: an SFT/RL output or any Hugging Face "
                                                          "causal LM directory. Default: the config's model "
                                                          "(model.source=hf + model.path, or smollm2)."),
@@ -322,8 +326,9 @@ def evaluate_cmd(
                                                                  "default: the config's model (model.source)."),
     data: list[Path] = typer.Option(None, "--data", help="Question files (FlashRAG jsonl, Search-R1 parquet, "
                                                         "{question, answer} json/jsonl). Default: the world's dev."),
-    config_path: Path | None = typer.Option(None, "--config", help="YAML preset (retrieval, rollout settings); "
-                                                                  "default: the one saved with the policy."),
+    config_path: list[Path] = typer.Option(None, "--config", help="YAML preset (retrieval, rollout settings), "
+                                                                "repeatable; default: the one saved with the "
+                                                                "policy."),
     world: Path | None = typer.Option(None, help="A built world directory (corpus; dev split if no --data)."),
     limit: int | None = typer.Option(None, help="Evaluate at most this many questions per file."),
     out_json: Path | None = typer.Option(None, "--out", help="Write the metrics (and a .md table) here."),

@@ -3,7 +3,8 @@
     search step:  r_t = think_score + query_score
     answer step:  r_t = think_score + answer_score + λ · (B − t) / B        (t counted from 1)
 
-each score in {−1, 0, +1}. λ = ``early_answer_bonus`` (paper: 0.1) rewards answering early. Departures, all
+each score in {−1, 0, +1}. λ = ``early_answer_bonus`` (paper: 0.1) rewards answering early; B is the episode's own
+budget where the question has one (``rollout.budget_slack``), else ``max_steps``. Departures, all
 documented in the README:
 - An invalid step (no parsable action) has nothing to judge: it gets −1 for both of its parts, r = −2, without a
   judge call, so a malformed step is never better than a bad but well-formed one.
@@ -146,14 +147,15 @@ class JudgedStepReward:
         for index, (think, action) in by_owner.items():
             target = targets[index]
             step = target.step
+            budget = target.episode.budget if target.episode.budget is not None else self.max_steps
             kind = "query_score" if step.action == "search" else "answer_score"
             step.scores = {"think_score": float(think.score), kind: float(action.score)}
             if step.action == "answer":  # kept apart so the sampler can tell which ties only the bonus broke
-                step.scores["early_answer_bonus"] = answer_bonus(target.step_index, self.max_steps,
+                step.scores["early_answer_bonus"] = answer_bonus(target.step_index, budget,
                                                                  self.early_answer_bonus)
             self.counters["judge/failed_verdicts"] += int(think.failed) + int(action.failed)
             rewards[index] = judged_step_reward(step.action, think.score, action.score, target.step_index,
-                                                self.max_steps, self.early_answer_bonus)
+                                                budget, self.early_answer_bonus)
         for target, reward in zip(targets, rewards, strict=True):
             target.step.reward = reward
         return rewards

@@ -7,7 +7,8 @@ Two entry points, both batched over many episodes:
   corrective note for an invalid step, nothing for an answer).
 ``rollout(records, k)`` composes them into k complete trajectories per question (Search-R1, StepSearch, eval).
 
-Budget: at most B = ``max_steps`` steps; then, if ``force_answer``, one more step is forced by injecting ``<answer>``
+Budget: at most B = ``max_steps`` steps (with ``budget_slack``, B = min(max_steps, hops + 1 + slack) for a question
+of known hop count: ``step_budget``); then, if ``force_answer``, one more step is forced by injecting ``<answer>``
 (mask 0) so the policy only writes the answer. A retriever error is retried, then answered with an empty
 ``<information>`` block and counted — one dead request never crashes the batch.
 """
@@ -41,6 +42,14 @@ def information_ids(policy: Policy, hits: list[Hit], max_tokens: int) -> list[in
         close = policy.encode(INFO_CLOSE + "\n")
         ids = ids[: max_tokens - len(close)] + close
     return ids
+
+
+def step_budget(record: QARecord, max_steps: int, budget_slack: int | None) -> int:
+    """B for one question: ``max_steps``, or with a slack its hop count + 1 (the answer) + slack, at most
+    ``max_steps``. A 3-hop question with slack 1: min(max_steps, 5)."""
+    if budget_slack is None or record.hops is None:
+        return max_steps
+    return min(max_steps, record.hops + 1 + budget_slack)
 
 
 @dataclass(frozen=True)
@@ -77,16 +86,20 @@ class RolloutEngine:
         for record in records:
             prompt = self.policy.prompt_ids(record.question, self.config.prompt_template,
                                             self.config.use_chat_template)
-            episodes += [Episode(record=record, prompt_ids=list(prompt)) for _ in range(copies)]
+            budget = step_budget(record, self.config.max_steps, self.config.budget_slack)
+            episodes += [Episode(record=record, prompt_ids=list(prompt), budget=budget) for _ in range(copies)]
         return episodes
+
+    def budget(self, episode: Episode) -> int:
+        return episode.budget if episode.budget is not None else self.config.max_steps
 
     def is_done(self, episode: Episode) -> bool:
         if episode.final_answer is not None or episode.is_truncated:
             return True
-        return len(episode.steps) >= self.config.max_steps + (1 if self.config.force_answer else 0)
+        return len(episode.steps) >= self.budget(episode) + (1 if self.config.force_answer else 0)
 
     def must_force(self, episode: Episode) -> bool:
-        return self.config.force_answer and len(episode.steps) == self.config.max_steps
+        return self.config.force_answer and len(episode.steps) == self.budget(episode)
 
     @property
     def carries_kv_cache(self) -> bool:

@@ -44,6 +44,7 @@ class Episode:
     prompt_ids: list[int]
     steps: list[Step] = field(default_factory=list)
     is_truncated: bool = False  # stopped because the context could not hold another step
+    budget: int | None = None  # B for this question (rollout.budget_slack); None: rollout.max_steps
 
     @property
     def final_answer(self) -> str | None:

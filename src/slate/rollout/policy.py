@@ -132,17 +132,22 @@ def check_tags(tokenizer: PreTrainedTokenizerBase, name: str) -> None:
 def build_tiny_policy(texts: list[str], tiny_config: TinyModelConfig, seed: int = 0) -> Policy:
     """A randomly initialised tiny policy and a tokenizer trained on ``texts`` (the world's corpus and questions)."""
     tokenizer = train_tiny_tokenizer(texts, tiny_config.vocab_size)
-    config_cls = LlamaConfig if tiny_config.architecture == "llama" else Qwen2Config
-    config = config_cls(
-        vocab_size=len(tokenizer), hidden_size=tiny_config.hidden_size, intermediate_size=tiny_config.intermediate_size,
-        num_hidden_layers=tiny_config.num_layers, num_attention_heads=tiny_config.num_heads,
-        num_key_value_heads=tiny_config.num_heads, max_position_embeddings=tiny_config.max_positions,
-        tie_word_embeddings=True, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = tiny_model_config(tiny_config, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     return Policy(model=model, tokenizer=tokenizer, name="tiny")
+
+
+def tiny_model_config(tiny_config: TinyModelConfig, vocab_size: int, eos_token_id: int = 0,
+                      pad_token_id: int = 1) -> LlamaConfig | Qwen2Config:
+    """The transformers config of a tiny policy (input and output embeddings tied) for a vocabulary size."""
+    config_cls = LlamaConfig if tiny_config.architecture == "llama" else Qwen2Config
+    return config_cls(
+        vocab_size=vocab_size, hidden_size=tiny_config.hidden_size, intermediate_size=tiny_config.intermediate_size,
+        num_hidden_layers=tiny_config.num_layers, num_attention_heads=tiny_config.num_heads,
+        num_key_value_heads=tiny_config.num_heads, max_position_embeddings=tiny_config.max_positions,
+        tie_word_embeddings=True, bos_token_id=eos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+    )
 
 
 def load_hf_policy(path: str | Path, dtype: str = "float32") -> Policy:

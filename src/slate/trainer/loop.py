@@ -96,6 +96,12 @@ def questions_for_step(records: list[QARecord], state: TrainState, per_step: int
     return picked[rank::world]
 
 
+def crossed_mark(marks: list[int], before: int, after: int) -> bool:
+    """Whether a step that took the token total from ``before`` to ``after`` reached one of ``marks``
+    (``before < mark <= after``): a step that crosses several marks evaluates once."""
+    return any(before < mark <= after for mark in marks)
+
+
 def lr_lambda(warmup_steps: int) -> Callable[[int], float]:
     return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
@@ -495,8 +501,10 @@ class Trainer:
             if tc.token_budget is not None and self.generated_tokens >= tc.token_budget:
                 logger.info("token budget of %d policy tokens reached at step %d", tc.token_budget, self.state.step)
                 break
+            tokens_before = self.generated_tokens
             metrics = self.step()
-            if tc.eval_every and self.eval_records and self.state.step % tc.eval_every == 0:
+            if self.eval_records and ((tc.eval_every and self.state.step % tc.eval_every == 0)
+                                      or crossed_mark(tc.eval_at_tokens, tokens_before, self.generated_tokens)):
                 evaluation = self.evaluate()
                 metrics.update({"eval/em": evaluation["em"], "eval/valid_rate": evaluation["valid_rate"]})
                 for hops, values in evaluation.get("by_hops", {}).items():

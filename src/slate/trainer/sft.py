@@ -115,7 +115,7 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
     if not records:
         raise ConfigError("SFT: no training questions to demonstrate (empty train split, or sft.max_demos=0).")
     rates = MistakeRates(sft.vague_query_rate, sft.wrong_entity_rate, sft.skip_hop_rate, sft.early_answer_rate,
-                         sft.give_up_rate, sft.give_up_min_hops)
+                         sft.give_up_rate, sft.give_up_min_hops, sft.vague_habit_rate)
     searcher = ScriptedSearcher(world_dir, retriever, rates, config.rollout.max_steps, config.retrieval.top_k,
                                 seed=sft.seed)
     demonstrations = [searcher.demonstrate(record) for record in records]

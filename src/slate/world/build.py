@@ -1,4 +1,8 @@
-"""Build the synthetic multi-hop world: entities, one passage each, and 1–4-hop questions with gold chains.
+"""Build the synthetic multi-hop world: entities, one passage each, and 1–N-hop questions with gold chains.
+
+Chains are 1–4 hops by default; ``max_hops`` (``world.max_hops``, ``slate world build --max-hops 6``) asks for
+longer ones, up to ``LONGEST_CHAIN`` = 6: every relation walk of that length through distinct entities exists in a
+world of the default size (a 6-hop question names one entity and five relations; its answer is five passages away).
 
 Determinism: one ``random.Random(seed)`` drives every choice, lists are iterated in order and JSON is written with
 fixed key order, so the same seed and size give byte-identical files.
@@ -14,7 +18,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from slate.data.records import write_jsonl
@@ -47,6 +51,7 @@ WORLD_SIZES: dict[str, WorldSize] = {
     "default": WorldSize(40, 400, 1100, 450, 220, 60, (750, 100, 200)),
 }
 MAX_HOPS = 4
+LONGEST_CHAIN = 6  # the hardness dial's longest chain; longer walks get rare and their questions unreadable
 
 
 @dataclass
@@ -243,19 +248,27 @@ class _Builder:
         return splits
 
 
-def build_world(seed: int = 0, size: str = "default") -> World:
-    if size not in WORLD_SIZES:
-        from slate.errors import ConfigError
+def build_world(seed: int = 0, size: str = "default", max_hops: int | None = None) -> World:
+    """The world of ``seed`` and ``size``; ``max_hops`` replaces the size's longest chain (default: 4, micro: 2).
+    Hop counts 1..max_hops get the size's questions per hop each."""
+    from slate.errors import ConfigError
 
+    if size not in WORLD_SIZES:
         raise ConfigError(f"unknown world size {size!r}; choose one of {sorted(WORLD_SIZES)}.")
-    builder = _Builder(seed, WORLD_SIZES[size])
+    world_size = WORLD_SIZES[size]
+    if max_hops is not None:
+        if not 1 <= max_hops <= LONGEST_CHAIN:
+            raise ConfigError(f"max_hops={max_hops}: chains of 1 to {LONGEST_CHAIN} hops are supported. "
+                              "Fix world.max_hops (or --max-hops).")
+        world_size = replace(world_size, max_hops=max_hops)
+    builder = _Builder(seed, world_size)
     builder.entities_of_all_types()
     builder.relations()
     passages = {eid: builder.passage(entity) for eid, entity in builder.entities.items()}
     return World(entities=builder.entities, passages=passages, questions=builder.questions())
 
 
-def write_world(world: World, out_dir: str | Path, seed: int, size: str) -> dict:
+def write_world(world: World, out_dir: str | Path, seed: int, size: str, max_hops: int | None = None) -> dict:
     """Write corpus.jsonl, train/dev/test.jsonl, entities.jsonl and world.json; returns the summary in world.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -265,7 +278,8 @@ def write_world(world: World, out_dir: str | Path, seed: int, size: str) -> dict
     for split, rows in world.questions.items():
         write_jsonl(out / f"{split}.jsonl", rows)
     summary = {
-        "seed": seed, "size": size, "passages": len(world.passages),
+        "seed": seed, "size": size, **({"max_hops": max_hops} if max_hops is not None else {}),
+        "passages": len(world.passages),
         "entity_types": dict(sorted(Counter(e.type for e in world.entities.values()).items())),
         "questions": {split: dict(sorted(Counter(str(r["metadata"]["hops"]) for r in rows).items()))
                       for split, rows in world.questions.items()},

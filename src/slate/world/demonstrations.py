@@ -7,7 +7,10 @@ nothing to show. So some demonstrations go wrong the way weak searchers do, each
 - skipped hop: a hop's answer is guessed instead of searched (an entity of the right type);
 - early answer: the demonstrator answers with what it knows before the last hop;
 - giving up on long chains: on a question of ``give_up_min_hops`` hops or more, the demonstrator answers at the last
-  hop with the entity it has, instead of searching (off by default).
+  hop with the entity it has, instead of searching (off by default);
+- a vague habit at every hop (``vague_habit``, off by default): a vague search first, then the proper one, whatever
+  the budget left, so a tight budget (``rollout.budget_slack``) turns each habit into a lost step and several
+  together into a wrong answer: success needs several right decisions in one trajectory.
 The policy learns the format from all of them and the right behaviour from most. Mistakes drawn independently for
 every demonstration leave the right step the most likely one, so greedy decoding of a policy trained long enough makes
 almost none of them (dev EM 0.870 on the tiny preset). Giving up at a rate above one half is different: it is a
@@ -43,6 +46,7 @@ class MistakeRates:
     early_answer: float = 0.1
     give_up: float = 0.0
     give_up_min_hops: int = 3
+    vague_habit: float = 0.0
 
 
 @dataclass
@@ -145,9 +149,13 @@ class ScriptedSearcher:
                 subject = guess
                 continue
             roll = self.rng.random()
-            if spare > 0 and roll < self.rates.vague_query:
-                vague = subject.split()[0] if self.rng.random() < 0.5 else hop.relation.replace("_", " ")
-                steps.append(self._search(need, vague))
+            # the habit ignores the budget (that is what makes it costly); a random vague query needs a spare step
+            vague = roll < self.rates.vague_habit if self.rates.vague_habit > 0 else \
+                spare > 0 and roll < self.rates.vague_query
+            if vague:
+                words = subject.split()
+                first_word = self.rng.random() < 0.5 and (self.rates.vague_habit == 0 or len(words) > 1)
+                steps.append(self._search(need, words[0] if first_word else hop.relation.replace("_", " ")))
                 need = f"That did not help. {_need(hop.relation, mention, remaining)}"
             roll = self.rng.random()
             twin = self._look_alike(subject) if roll < self.rates.wrong_entity else None
