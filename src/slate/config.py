@@ -141,12 +141,34 @@ class RolloutConfig(_Strict):
                                                    "must be readable by the servers).")
 
 
+class InfoGainConfig(_Strict):
+    """The information-gain reward of ``igpo`` and ``slate_ig`` (rewards/infogain.py, docs/infogain.md)."""
+
+    model: Literal["reference", "policy"] = Field(
+        "reference", description="Who scores the gold answer: the frozen reference (with LoRA the base model), so "
+                                 "rewards do not drift as the policy trains; or the policy being trained (IGPO).")
+    baseline: Literal["before", "random_docs"] = Field(
+        "before", description="What a search's value is compared with: the trajectory before the step (IGPO), or "
+                              "the same step followed by as many random corpus passages (IG-Search).")
+    measure: Literal["logprob", "prob"] = Field(
+        "logprob", description="V = mean log-probability of the gold answer's tokens (logprob; IG-Search, IGPO's "
+                               "log_prob_diff) or its exponential (prob; IGPO's default prob_diff).")
+    scale: float = Field(0.2, gt=0, description="r = clip(scale * (V_after - V_baseline)). 0.2 with clip 1: a gain "
+                                                "of 5 nats per answer token (an answer that becomes copyable) is "
+                                                "worth the outcome's +1.")
+    clip: float | None = Field(1.0, gt=0, description="Clip the scaled gain to [-clip, clip]; None: no clipping.")
+    outcome_coef: float = Field(1.0, ge=0, description="An answer step's reward is outcome_coef * EM (IGPO's outcome "
+                                                       "term; IGPO uses F1 with a coefficient of 1).")
+    batch_tokens: int = Field(8192, ge=64, description="Tokens (prefixes + continuations) per scoring pass.")
+
+
 class RewardConfig(_Strict):
     early_answer_bonus: float = Field(0.1, ge=0, description="λ: answer step reward adds λ·(B − t)/B. Paper: 0.1.")
     score_forced_answer: bool = Field(False, description="Score an answer forced at the budget (the paper does "
                                                          "not).")
     stepsearch_gain_coef: float = Field(0.6, description="StepSearch: weight of (information gain − redundancy).")
     stepsearch_key_coef: float = Field(0.618, description="StepSearch: weight of the search-key score.")
+    infogain: InfoGainConfig = Field(default_factory=InfoGainConfig)
 
 
 class AlgorithmConfig(_Strict):

@@ -159,17 +159,22 @@ class RolloutEngine:
                     injected_ids=list(forced), is_forced=bool(forced), policy_version=policy_version)
 
     # -- executing steps ------------------------------------------------------------------------------------------
-    def execute(self, candidates: list[Candidate]) -> None:
-        """Append each candidate's step to its episode with the environment's reply; searches run as one batch."""
-        searches = [c for c in candidates if c.step.action == "search" and not c.step.is_forced]
-        hits = self._retrieve([c.step.parsed.content for c in searches]) if searches else []
-        for candidate, step_hits in zip(searches, hits, strict=True):
-            step = candidate.step
+    def retrieve(self, steps: list[Step]) -> None:
+        """Run the searches of ``steps`` that have not run yet, as one batch: each gets its hits and <information>
+        ids. A reward that must see a candidate's results before the sampler chooses (the information gain) calls
+        it first; ``execute`` then finds them there and does not search again."""
+        searches = [s for s in steps if s.action == "search" and not s.is_forced and not s.feedback_ids]
+        hits = self._retrieve([s.parsed.content for s in searches]) if searches else []
+        for step, step_hits in zip(searches, hits, strict=True):
             if step_hits is None:
                 step.retrieval_failed = True
                 step_hits = []
             step.hits = step_hits
             step.feedback_ids = information_ids(self.policy, step_hits, self.config.max_information_tokens)
+
+    def execute(self, candidates: list[Candidate]) -> None:
+        """Append each candidate's step to its episode with the environment's reply; searches run as one batch."""
+        self.retrieve([c.step for c in candidates])
         for candidate in candidates:
             step, episode = candidate.step, candidate.episode
             if step.action == "invalid" or (step.is_forced and step.action != "answer"):
