@@ -41,9 +41,16 @@ from pathlib import Path
 
 from slate.config import load_config, save_config
 from slate.data.records import QARecord, read_qa_jsonl
+from slate.eval.curves import stratified
 from slate.eval.evaluate import evaluate
 from slate.eval.plots import plot_curves
-from slate.eval.tables import diagnostics_table, first_evaluation_table, seed_table, training_diagnostics
+from slate.eval.tables import (
+    diagnostics_table,
+    first_evaluation_table,
+    hop_keys,
+    seed_table,
+    training_diagnostics,
+)
 from slate.retrieval.bm25 import Bm25Retriever
 from slate.rollout.engine import RolloutEngine
 from slate.rollout.policy import load_hf_policy
@@ -60,13 +67,19 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "slate_full": ("configs/slate-tiny.yaml", ["trainer.method=slate_full"]),
     "slate_em": ("configs/slate-tiny.yaml", ["trainer.method=slate_em"]),
     "slate_noise0.1": ("configs/slate-tiny.yaml", ["judge.noise=0.1"]),
+    "slate_noise0.2": ("configs/slate-tiny.yaml", ["judge.noise=0.2"]),
     "slate_noise0.3": ("configs/slate-tiny.yaml", ["judge.noise=0.3"]),
     # the paper's advantage with its std floored at half a judge point (see algorithm.adv_std_floor)
     "slate_std_floor": ("configs/slate-tiny.yaml", ["algorithm.adv_std_floor=0.5"]),
+    # judge-free process rewards (rewards/infogain.py): IGPO's k full trajectories, and SLATE's truncated siblings
+    "igpo": ("configs/igpo-tiny.yaml", []),
+    "slate_ig": ("configs/slate_ig-tiny.yaml", []),
 }
+# the SLATE variants run at the rate the sweep picked for slate; every other arm is swept as itself
+SWEPT_AS = {arm: "slate" for arm in ARMS if arm.startswith("slate_") and arm != "slate_ig"}
 # rows of the curve plot: the three methods, and SLATE beside its variants (eight arms on one axis are unreadable)
-CURVE_GROUPS = {"methods": ["searchr1", "stepsearch", "slate"],
-                "SLATE variants": [arm for arm in ARMS if arm.startswith("slate")]}
+CURVE_GROUPS = {"methods": ["searchr1", "stepsearch", "slate", "igpo", "slate_ig"],
+                "SLATE variants": [arm for arm in ARMS if arm.startswith("slate") and arm != "slate_ig"]}
 
 
 def read_rows(raw_path: Path) -> list[dict]:
@@ -137,8 +150,21 @@ def arm_config(name: str, seed: int, args: argparse.Namespace, world: Path, lr: 
     overrides = [f"world.dir={world}", f"trainer.seed={seed}", "trainer.steps=100000",
                  f"trainer.token_budget={args.token_budget}", f"trainer.eval_every={args.eval_every}",
                  f"trainer.eval_questions={args.dev_questions}", f"trainer.checkpoint_every={args.checkpoint_every}",
+                 f"trainer.eval_at_tokens={eval_marks(args)}",
                  *extra, *args.override, *([f"trainer.lr={lr}"] if lr is not None else [])]
-    return load_config(preset, overrides)
+    return load_config([preset, *args.setting], overrides)
+
+
+def eval_marks(args: argparse.Namespace) -> list[int]:
+    """Policy-token marks of the dense curve: every ``--eval-every-tokens`` up to ``--dense-until``, then every
+    ``--eval-every-tokens-after`` up to the budget; [] without ``--eval-every-tokens``."""
+    if not args.eval_every_tokens:
+        return []
+    marks = list(range(args.eval_every_tokens, min(args.dense_until, args.token_budget) + 1, args.eval_every_tokens))
+    after = args.eval_every_tokens_after or args.eval_every_tokens
+    last = marks[-1] if marks else 0
+    marks += list(range(last + after, args.token_budget + 1, after))
+    return marks
 
 
 def pick_learning_rates(rows: list[dict]) -> dict[str, float]:
@@ -155,20 +181,21 @@ def pick_learning_rates(rows: list[dict]) -> dict[str, float]:
 def swept_rates(picks: dict[str, float], arms: list[str]) -> dict[str, float]:
     """The learning rate of each arm from the sweep's picks: its own, else its method's (``slate_em`` and the other
     SLATE variants take ``slate``'s); arms the sweep says nothing about are left out (they keep their preset's)."""
-    return {arm: picks[arm] if arm in picks else picks[arm.split("_")[0]] for arm in arms
-            if arm in picks or arm.split("_")[0] in picks}
+    return {arm: picks[arm] if arm in picks else picks[SWEPT_AS[arm]] for arm in arms
+            if arm in picks or SWEPT_AS.get(arm) in picks}
 
 
 def sweep_table(rows: list[dict]) -> str:
     """One line per swept arm × learning rate: final dev EM per hop and overall (mean over seeds), the pick marked."""
     picks = pick_learning_rates(rows)
-    lines = ["| arm | lr | seeds | 1-hop | 2-hop | 3-hop | 4-hop | dev EM | picked |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    hop_columns = hop_keys([r["dev_final"].get("by_hops", {}) for r in rows if "sweep_lr" in r])
+    lines = ["| arm | lr | seeds | " + " | ".join(f"{h}-hop" for h in hop_columns) + " | dev EM | picked |",
+             "|---|---|---|" + "---|" * len(hop_columns) + "---|---|"]
     swept = sorted({(r["sweep_arm"], r["sweep_lr"]) for r in rows if "sweep_lr" in r},
                    key=lambda pair: (list(ARMS).index(pair[0]), pair[1]))
     for arm, lr in swept:
         mine = [r["dev_final"] for r in rows if (r.get("sweep_arm"), r.get("sweep_lr")) == (arm, lr)]
-        hops = [f"{statistics.fmean(m['by_hops'][h]['em'] for m in mine):.3f}" for h in ("1", "2", "3", "4")]
+        hops = [f"{statistics.fmean(m['by_hops'][h]['em'] for m in mine):.3f}" for h in hop_columns]
         overall = statistics.fmean(m["em"] for m in mine)
         lines.append(f"| {arm} | {lr:g} | {len(mine)} | " + " | ".join(hops) + f" | {overall:.3f} | "
                      f"{'**yes**' if picks.get(arm) == lr else ''} |")
@@ -205,7 +232,7 @@ def run_arm(name: str, seed: int, args: argparse.Namespace, retriever, world: Pa
     run_dir = out / f"{label}_seed{seed}"
     began = time.perf_counter()
     trainer = Trainer(config, read_qa_jsonl(world / "train.jsonl"), retriever, sft_dir, run_dir, world,
-                      read_qa_jsonl(world / "dev.jsonl")[: args.dev_questions])
+                      stratified(read_qa_jsonl(world / "dev.jsonl"), args.dev_questions))
     trainer.train(resume=True)
     wall = time.perf_counter() - began
     curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -248,10 +275,17 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=[*ARMS, "continued_sft"], choices=[*ARMS, "continued_sft"])
     parser.add_argument("--token-budget", type=int, default=600_000)
     parser.add_argument("--test-questions", type=int, default=800)
-    parser.add_argument("--dev-questions", type=int, default=100, help="dev questions of the curves")
+    parser.add_argument("--dev-questions", type=int, default=100,
+                        help="dev questions of the curves, balanced over hop counts (the first N/H of each)")
     parser.add_argument("--final-dev-questions", type=int, default=400,
                         help="dev questions each RL arm's final policy is evaluated on (the sweep picks by them)")
-    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--eval-every", type=int, default=10, help="evaluate every N RL steps (0: off)")
+    parser.add_argument("--eval-every-tokens", type=int, default=0,
+                        help="dense curves: evaluate whenever the policy-token total passes a multiple of N")
+    parser.add_argument("--dense-until", type=int, default=200_000, help="... up to this many tokens")
+    parser.add_argument("--eval-every-tokens-after", type=int, default=0, help="... then every M tokens")
+    parser.add_argument("--setting", type=Path, nargs="*", default=[],
+                        help="presets layered over every arm's and the evaluation's (configs/hardness/hard.yaml)")
     parser.add_argument("--checkpoint-every", type=int, default=10)
     parser.add_argument("--sizes", type=Path, default=None, help="a second SFT checkpoint (another policy size)")
     parser.add_argument("--quick", action="store_true", help="one seed, 60k tokens, searchr1/slate/continued_sft")
@@ -279,10 +313,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     runs = args.out / "runs"
     retriever = Bm25Retriever.from_corpus_cached(args.world / "corpus.jsonl", args.world / "bm25_index")
-    test = read_qa_jsonl(args.world / "test.jsonl")[: args.test_questions]
-    # evaluation decodes greedily with the RL arms' rollout settings (step cap, information budget)
-    eval_config = load_config("configs/searchr1-tiny.yaml", [f"world.dir={args.world}",
-                                                            *[o for o in args.override if o.startswith("rollout.")]])
+    test = stratified(read_qa_jsonl(args.world / "test.jsonl"), args.test_questions)
+    # evaluation decodes greedily with the RL arms' rollout settings (step cap, budget, information budget)
+    eval_config = load_config(["configs/searchr1-tiny.yaml", *args.setting],
+                              [f"world.dir={args.world}", *[o for o in args.override if o.startswith("rollout.")]])
     raw_path = args.out / "compare.json"
     if args.lr_from_sweep:
         picks = pick_learning_rates(read_rows(raw_path))
@@ -291,8 +325,8 @@ def main() -> None:
         args.lr_of = {**swept_rates(picks, [a for a in ARMS if a in args.arms]), **args.lr_of}
         logger.info("learning rates from the sweep: %s", args.lr_of)
     # the trainer evaluates each arm on these dev questions; the start's EM on them is every curve's 0-token point
-    dev = read_qa_jsonl(args.world / "dev.jsonl")[: args.dev_questions]
-    dev_final = read_qa_jsonl(args.world / "dev.jsonl")[: args.final_dev_questions]
+    dev = stratified(read_qa_jsonl(args.world / "dev.jsonl"), args.dev_questions)
+    dev_final = stratified(read_qa_jsonl(args.world / "dev.jsonl"), args.final_dev_questions)
     # the start's evaluations are greedy, so a later command on the same comparison reuses them
     previous = next((r for r in read_rows(raw_path) if r["arm"] == "start"), None)
     if previous and (previous["policy"], previous.get("questions")) == (str(args.sft), [len(test), len(dev)]):

@@ -17,7 +17,7 @@ from slate.errors import ConfigError
 from slate.judge.config import JudgeConfig
 from slate.rollout.prompt import DEFAULT_TEMPLATE
 
-Method = Literal["searchr1", "stepsearch", "slate", "slate_full", "slate_em", "sft"]
+Method = Literal["searchr1", "stepsearch", "slate", "slate_full", "slate_em", "igpo", "slate_ig", "sft"]
 
 
 class _Strict(BaseModel):

@@ -73,7 +73,7 @@ def test_an_arm_curve_starts_at_the_start_point(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setattr(compare, "read_qa_jsonl", lambda path: [])
     monkeypatch.chdir(REPO_ROOT)  # the presets are found by their repository paths
     args = argparse.Namespace(token_budget=1200, eval_every=1, dev_questions=10, checkpoint_every=1, override=[],
-                              lr_of={})
+                              lr_of={}, eval_every_tokens=0, setting=[])
     start = compare.curve_point(0, 0.4, {"1": 0.6})
     row = compare.run_arm("slate", 0, args, None, tmp_path / "world", tmp_path / "sft", tmp_path / "runs", start)
     assert row["curve"] == [start, compare.curve_point(1200, 0.5, {"1": 0.75})]
@@ -125,7 +125,7 @@ def test_the_comparison_reuses_the_sweeps_run_only_when_its_config_is_the_same(m
     compare = _compare_module()
     monkeypatch.chdir(REPO_ROOT)
     args = argparse.Namespace(token_budget=1200, eval_every=1, dev_questions=10, checkpoint_every=1, override=[],
-                              lr_of={"slate": 5e-5})
+                              lr_of={"slate": 5e-5}, eval_every_tokens=0, setting=[])
     world = Path("runs/world")
     swept = {**_sweep_row("slate", 5e-5, 0, 0.6), "config": compare.arm_config("slate", 0, args, world, lr=5e-5)
              .model_dump(mode="json")}
@@ -160,3 +160,22 @@ def test_rows_at_another_rate_leave_the_report_but_not_the_file() -> None:
     assert "superseded" in out[1] and out[1]["seed"] == 0 and out[1]["config"] == rows[1]["config"]
     assert all("superseded" not in r for r in out[2:])
     assert compare.supersede_other_rates(out, "slate", 2e-5) == out  # idempotent
+
+
+def test_dense_evaluation_marks_and_a_setting_reach_every_arms_config(monkeypatch) -> None:
+    import argparse
+
+    compare = _compare_module()
+    monkeypatch.chdir(REPO_ROOT)
+    args = argparse.Namespace(token_budget=100_000, eval_every=0, dev_questions=96, checkpoint_every=5, override=[],
+                              lr_of={}, eval_every_tokens=16_000, dense_until=50_000, eval_every_tokens_after=20_000,
+                              setting=[Path("configs/hardness/hard.yaml")])
+    # every 16k up to 50k (16k, 32k, 48k), then every 20k from the last dense mark up to the budget
+    assert compare.eval_marks(args) == [16_000, 32_000, 48_000, 68_000, 88_000]
+    for arm in ("searchr1", "slate_ig", "slate_noise0.2"):
+        config = compare.arm_config(arm, 1, args, Path("runs/world-hops6"))
+        assert config.trainer.eval_at_tokens == compare.eval_marks(args)
+        assert config.rollout.budget_slack == 2 and config.trainer.questions_per_step == 16  # the setting's
+        assert config.world.dir == "runs/world-hops6" and config.trainer.seed == 1
+    assert compare.swept_rates({"slate": 1e-5, "slate_ig": 2e-5}, ["slate_noise0.2", "slate_ig", "slate_full"]) == \
+        {"slate_noise0.2": 1e-5, "slate_ig": 2e-5, "slate_full": 1e-5}

@@ -51,16 +51,22 @@ def _mean_ci_cell(values: list[float]) -> str:
     return f"{mean:.3f}" + (f" ± {half:.3f}" if half is not None else "")
 
 
+def hop_keys(by_hops: list[dict[str, Any]]) -> list[str]:
+    """The hop counts present in any of the ``by_hops`` maps, in numeric order ("1" … "6")."""
+    return sorted({key for hops in by_hops for key in hops}, key=int)
+
+
 def seed_table(rows: list[dict[str, Any]]) -> str:
     """One line per arm (in order of first appearance): test EM per hop and overall as mean ± 95% CI over the arm's
     seeds, mean policy-generated tokens and wall-clock seconds. Each row: ``arm``, ``policy_tokens``, ``wall_s`` and
     ``test`` (an eval result with ``em`` and ``by_hops``)."""
-    lines = ["| arm | seeds | 1-hop | 2-hop | 3-hop | 4-hop | all | policy tokens | wall s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    hops = hop_keys([r["test"].get("by_hops", {}) for r in rows])
+    lines = ["| arm | seeds | " + " | ".join(f"{h}-hop" for h in hops) + " | all | policy tokens | wall s |",
+             "|---|---|" + "---|" * len(hops) + "---|---|---|"]
     for arm in dict.fromkeys(r["arm"] for r in rows):
         mine = [r for r in rows if r["arm"] == arm]
         cells = [_mean_ci_cell([r["test"]["em"] if key == "all" else r["test"]["by_hops"][key]["em"] for r in mine])
-                 for key in ("1", "2", "3", "4", "all")]
+                 for key in (*hops, "all")]
         tokens = statistics.fmean(r["policy_tokens"] for r in mine)
         wall = statistics.fmean(r["wall_s"] for r in mine)
         lines.append(f"| {arm} | {len(mine)} | " + " | ".join(cells) + f" | {tokens:,.0f} | {wall:.0f} |")
@@ -113,13 +119,14 @@ def first_evaluation_table(rows: list[dict[str, Any]]) -> str:
     (``curve[1]``, the first evaluation during training), mean ± 95% CI over seeds, and the mean tokens it was
     measured at. Where every arm ends near one ceiling, this early point is what tells how fast each one learns.
     Rows without such a point are left out."""
-    lines = ["| arm | seeds | policy tokens | 1-hop | 2-hop | 3-hop | 4-hop | all |",
-             "|---|---|---:|---|---|---|---|---|"]
     rows = [r for r in rows if len(r.get("curve", [])) > 1]
+    hops = hop_keys([r["curve"][1]["em_by_hops"] for r in rows])
+    lines = ["| arm | seeds | policy tokens | " + " | ".join(f"{h}-hop" for h in hops) + " | all |",
+             "|---|---|---:|" + "---|" * len(hops) + "---|"]
     for arm in dict.fromkeys(r["arm"] for r in rows):
         points = [r["curve"][1] for r in rows if r["arm"] == arm]
         cells = [_mean_ci_cell([p["em"] if key == "all" else p["em_by_hops"][key] for p in points])
-                 for key in ("1", "2", "3", "4", "all")]
+                 for key in (*hops, "all")]
         tokens = statistics.fmean(p["tokens"] for p in points)
         lines.append(f"| {arm} | {len(points)} | {tokens:,.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
