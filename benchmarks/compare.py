@@ -237,6 +237,7 @@ def run_arm(name: str, seed: int, args: argparse.Namespace, retriever, world: Pa
     wall = time.perf_counter() - began
     curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {"arm": label, "seed": seed, "wall_s": wall, "policy_tokens": trainer.generated_tokens,
+            "policy_parameters": sum(p.numel() for p in trainer.policy.model.parameters()),
             "steps": trainer.state.step, "config": config.model_dump(mode="json"),
             "curve": [start, *(metrics_point(m) for m in curve if "eval/em" in m)],
             "searches_curve": [{"tokens": m["rollout/policy_tokens_total"], "searches": m["rollout/searches"]}

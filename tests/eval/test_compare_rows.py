@@ -7,6 +7,8 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import torch
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -61,6 +63,7 @@ def test_an_arm_curve_starts_at_the_start_point(tmp_path: Path, monkeypatch) -> 
     class FakeTrainer:
         def __init__(self, config, records, retriever, init, run_dir, world, dev) -> None:
             self.run_dir, self.generated_tokens, self.state = run_dir, 1200, SimpleNamespace(step=2)
+            self.policy = SimpleNamespace(model=torch.nn.Linear(3, 2))  # 8 parameters
 
         def train(self, resume: bool) -> None:
             self.run_dir.mkdir(parents=True)
@@ -77,7 +80,7 @@ def test_an_arm_curve_starts_at_the_start_point(tmp_path: Path, monkeypatch) -> 
     start = compare.curve_point(0, 0.4, {"1": 0.6})
     row = compare.run_arm("slate", 0, args, None, tmp_path / "world", tmp_path / "sft", tmp_path / "runs", start)
     assert row["curve"] == [start, compare.curve_point(1200, 0.5, {"1": 0.75})]
-    assert (row["policy_tokens"], row["steps"]) == (1200, 2)
+    assert (row["policy_tokens"], row["steps"], row["policy_parameters"]) == (1200, 2, 8)
 
 
 def test_continued_sft_keeps_the_starts_own_demonstrator(tmp_path: Path) -> None:

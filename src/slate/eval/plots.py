@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 ARM_COLOURS = {
     "searchr1": "#1f77b4", "stepsearch": "#ff7f0e", "slate": "#2ca02c", "slate_full": "#d62728",
     "slate_em": "#9467bd", "slate_noise0.1": "#8c564b", "slate_noise0.3": "#e377c2", "slate_std_floor": "#17becf",
-    "continued_sft": "#7f7f7f",
+    "continued_sft": "#7f7f7f", "slate_noise0.2": "#e377c2", "igpo": "#bcbd22", "slate_ig": "#000000",
 }
 _SPARE_COLOURS = ["#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d"]
 BAND = "min–max"
