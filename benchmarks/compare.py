@@ -33,6 +33,7 @@ import argparse
 import fcntl
 import json
 import logging
+import os
 import platform
 import statistics
 import time
@@ -96,6 +97,39 @@ def update_rows(raw_path: Path, change: Callable[[list[dict]], list[dict]]) -> l
         partial.write_text(json.dumps(rows, indent=1))
         partial.replace(raw_path)
         return rows
+
+
+def claim(runs: Path, label: str, seed: int) -> bool:
+    """Take the run ``label`` × ``seed`` for this process (a file created exclusively, holding the PID); False when a
+    live process holds it. Two commands started alike on one ``--out`` thus share out the runs between the cores; a
+    claim left by a process that died is taken over."""
+    runs.mkdir(parents=True, exist_ok=True)
+    path = runs / f"{label}_seed{seed}.claim"
+    for _ in range(2):
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _alive(path):
+                return False
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(str(os.getpid()))
+        return True
+    return False
+
+
+def release(runs: Path, label: str, seed: int) -> None:
+    (runs / f"{label}_seed{seed}.claim").unlink(missing_ok=True)
+
+
+def _alive(claim_file: Path) -> bool:
+    try:
+        pid = int(claim_file.read_text() or 0)
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return pid > 0
 
 
 def evaluate_policy(policy_dir: Path, config, retriever, records: list[QARecord]) -> dict:
@@ -300,6 +334,8 @@ def main() -> None:
     parser.add_argument("--lr-from-sweep", action="store_true",
                         help="each arm without --lr takes the rate the sweep in this --out picked (its method's for "
                              "the SLATE variants)")
+    parser.add_argument("--sweep-from", type=Path, default=None,
+                        help="with --lr-from-sweep: the comparison whose sweep picks the rates (default: --out)")
     parser.add_argument("override", nargs="*", help="dotted overrides for every RL arm")
     args = parser.parse_args()
     args.lr_of = parse_learning_rates(args.lr)
@@ -320,9 +356,10 @@ def main() -> None:
                               [f"world.dir={args.world}", *[o for o in args.override if o.startswith("rollout.")]])
     raw_path = args.out / "compare.json"
     if args.lr_from_sweep:
-        picks = pick_learning_rates(read_rows(raw_path))
+        sweep_path = (args.sweep_from or args.out) / "compare.json"
+        picks = pick_learning_rates(read_rows(sweep_path))
         if not picks:
-            raise SystemExit(f"--lr-from-sweep: {raw_path} holds no sweep; run --sweep first")
+            raise SystemExit(f"--lr-from-sweep: {sweep_path} holds no sweep; run --sweep first")
         args.lr_of = {**swept_rates(picks, [a for a in ARMS if a in args.arms]), **args.lr_of}
         logger.info("learning rates from the sweep: %s", args.lr_of)
     # the trainer evaluates each arm on these dev questions; the start's EM on them is every curve's 0-token point
@@ -364,36 +401,54 @@ def main() -> None:
         for lr in args.sweep or ():
             for arm in rl_arms:
                 label = sweep_label(arm, lr)
-                if done(label, seed):
+                if done(label, seed) or not claim(runs, label, seed):
                     continue
-                logger.info("sweep: arm %s lr %g seed %d", arm, lr, seed)
-                row = run_arm(arm, seed, args, retriever, args.world, args.sft, runs, start_dev, lr=lr, label=label)
-                record({**finish(row), "sweep_arm": arm, "sweep_lr": lr})
+                try:
+                    if not done(label, seed):  # another process may have finished it just before the claim
+                        logger.info("sweep: arm %s lr %g seed %d", arm, lr, seed)
+                        row = run_arm(arm, seed, args, retriever, args.world, args.sft, runs, start_dev, lr=lr,
+                                      label=label)
+                        record({**finish(row), "sweep_arm": arm, "sweep_lr": lr})
+                finally:
+                    release(runs, label, seed)
         for arm in rl_arms if not args.sweep else ():
             lr = arm_config(arm, seed, args, args.world).trainer.lr
             update_rows(raw_path, lambda rows, arm=arm, lr=lr: supersede_other_rates(rows, arm, lr))
-            if done(arm, seed):
+            if done(arm, seed) or not claim(runs, arm, seed):
                 continue
-            adopted = adopt_sweep_row(read_rows(raw_path), arm, seed, arm_config(arm, seed, args, args.world))
-            if adopted:
-                logger.info("arm %s seed %d: the sweep's run %s", arm, seed, adopted["adopted_from"])
-                record(adopted)
-                continue
-            logger.info("arm %s seed %d", arm, seed)
-            record(finish(run_arm(arm, seed, args, retriever, args.world, args.sft, runs, start_dev)))
+            try:
+                if done(arm, seed):
+                    continue
+                adopted = adopt_sweep_row(read_rows(raw_path), arm, seed, arm_config(arm, seed, args, args.world))
+                if adopted:
+                    logger.info("arm %s seed %d: the sweep's run %s", arm, seed, adopted["adopted_from"])
+                    record(adopted)
+                    continue
+                logger.info("arm %s seed %d", arm, seed)
+                record(finish(run_arm(arm, seed, args, retriever, args.world, args.sft, runs, start_dev)))
+            finally:
+                release(runs, arm, seed)
         for arm in ("searchr1", "slate") if args.sizes else ():
             label = f"{arm}@{args.sizes.name}"
             if done(label, seed):
                 continue
             record(finish(run_arm(arm, seed, args, retriever, args.world, args.sizes, runs / args.sizes.name,
                                   start_dev_sizes, label=label)))
-        if "continued_sft" in args.arms and not args.sweep and not done("continued_sft", seed):
-            rl_walls = [r["wall_s"] for r in read_rows(raw_path) if r["seed"] == seed and r["arm"] in ARMS]
-            if not rl_walls:  # its budget is their mean wall-clock: without them it would control for nothing
-                raise SystemExit(f"continued_sft seed {seed}: no RL arm of seed {seed} has finished in {raw_path}; "
-                                 "run the RL arms of this seed first (or in the same command).")
-            record(finish(run_continued_sft(seed, statistics.fmean(rl_walls), args, retriever, args.world, args.sft,
-                                            runs)))
+        if "continued_sft" in args.arms and not args.sweep and not done("continued_sft", seed) \
+                and claim(runs, "continued_sft", seed):
+            try:
+                # its budget is the mean wall clock of this seed's RL arms: wait for those another process runs
+                while any(not done(arm, seed) and (runs / f"{arm}_seed{seed}.claim").exists() for arm in rl_arms):
+                    time.sleep(30)
+                rl_walls = [r["wall_s"] for r in read_rows(raw_path) if r["seed"] == seed and r["arm"] in ARMS]
+                if not rl_walls:  # without them it would control for nothing
+                    raise SystemExit(f"continued_sft seed {seed}: no RL arm of seed {seed} has finished in "
+                                     f"{raw_path}; run the RL arms of this seed first (or in the same command).")
+                if not done("continued_sft", seed):
+                    record(finish(run_continued_sft(seed, statistics.fmean(rl_walls), args, retriever, args.world,
+                                                    args.sft, runs)))
+            finally:
+                release(runs, "continued_sft", seed)
     all_rows = read_rows(raw_path)
     order = ["start", *ARMS, "continued_sft"]  # the report lists arms in this order, whichever finished first
     rows = sorted((r for r in all_rows if "sweep_lr" not in r and "superseded" not in r),

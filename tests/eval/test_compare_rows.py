@@ -182,3 +182,20 @@ def test_dense_evaluation_marks_and_a_setting_reach_every_arms_config(monkeypatc
         assert config.world.dir == "runs/world-hops6" and config.trainer.seed == 1
     assert compare.swept_rates({"slate": 1e-5, "slate_ig": 2e-5}, ["slate_noise0.2", "slate_ig", "slate_full"]) == \
         {"slate_noise0.2": 1e-5, "slate_ig": 2e-5, "slate_full": 1e-5}
+
+
+def test_a_run_is_claimed_by_one_process_and_a_dead_claim_is_taken_over(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    compare = _compare_module()
+    runs = tmp_path / "runs"
+    assert compare.claim(runs, "slate", 0)  # this process holds it
+    assert not compare.claim(runs, "slate", 0)  # a live holder: no second claim
+    compare.release(runs, "slate", 0)
+    assert compare.claim(runs, "slate", 0)
+    compare.release(runs, "slate", 0)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (runs / "searchr1_seed1.claim").write_text(dead.stdout.strip())  # the PID of a process that has exited
+    assert compare.claim(runs, "searchr1", 1)
+    assert (runs / "searchr1_seed1.claim").read_text() == str(__import__("os").getpid())
