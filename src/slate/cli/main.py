@@ -294,17 +294,19 @@ def print_plan(config, init: Path | None, world: Path | None) -> None:
 
 
 def eval_config(policy_dir: Path | None, config_paths: list[Path] | None, overrides: list[str] | None):
-    """(config, where its settings came from): ``--config``, else the one saved with the policy (``slate_config.yaml``
-    beside it, or a checkpoint's ``config.yaml`` above it), else the built-in defaults."""
+    """(config, where its settings came from, whether they were chosen rather than defaulted): ``--config``, else
+    the config saved with the policy (``slate_config.yaml`` beside it, or a checkpoint's ``config.yaml`` above it),
+    else the built-in defaults; the overrides apply to any of them."""
     from slate.config import load_config
 
+    extra = f" + overrides {' '.join(overrides)}" if overrides else ""
     if config_paths:
-        return load_config(config_paths, overrides), f"--config {', '.join(str(p) for p in config_paths)}"
+        return load_config(config_paths, overrides), f"--config {', '.join(map(str, config_paths))}{extra}", True
     if policy_dir is not None:
         for saved in (policy_dir / "slate_config.yaml", policy_dir.parent / "config.yaml"):
             if saved.is_file():
-                return load_config(saved, overrides), f"saved with the policy: {saved}"
-    return load_config(None, overrides), "the built-in defaults"
+                return load_config(saved, overrides), f"saved with the policy: {saved}{extra}", True
+    return load_config(None, overrides), f"the built-in defaults{extra}", False
 
 
 def describe_rollout(config) -> str:
@@ -342,9 +344,9 @@ def evaluate_cmd(
 
     try:
         policy_dir = policy_dir_of(policy_dir) if policy_dir is not None else None
-        config, source = eval_config(policy_dir, config_path, overrides)
+        config, source, chosen = eval_config(policy_dir, config_path, overrides)
         console.print(Text(f"rollout settings ({source}): {describe_rollout(config)}"), soft_wrap=True)
-        if policy_dir is not None and source == "the built-in defaults":
+        if policy_dir is not None and not chosen:
             console.print(Text.assemble(("warning: ", "bold yellow"), f"{policy_dir} carries no slate_config.yaml, "
                                         "so it is evaluated with the built-in rollout settings, which may not be those "
                                         "it was trained with (another prompt, budget or token caps change the "
