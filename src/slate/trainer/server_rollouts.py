@@ -142,4 +142,4 @@ class ServerRollouts:
                 "rollout/policy_staleness": float(trained_version - min(known)) if known else 0.0,
                 "rollout/logprob_gap": gap, "rollout/logprob_gap_max": worst,
                 "time/old_logprobs_s": time.perf_counter() - start,
-                **{k: float(v) for k, v in self.generator.counters.items()}}
+                **self.generator.metrics()}
