@@ -94,6 +94,8 @@ class RolloutEngine:
                 "retrieval/failed_searches": float(counts["rollout/retrieval_failures"]),
                 # the engine's own retries of a failed batch, and the retriever's of its requests (HTTP)
                 "retrieval/retries": float(counts["rollout/retrieval_retries"] + retriever.pop("retrieval/retries", 0)),
+                # the same keys whichever the backend: an in-process index drops nothing
+                "retrieval/dropped_hits": float(retriever.pop("retrieval/dropped_hits", 0)),
                 **retriever,
                 "time/generate_s": counts["time/generate_ms"] / 1000,
                 "time/retrieve_s": counts["time/retrieval_ms"] / 1000}
