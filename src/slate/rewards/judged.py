@@ -132,7 +132,8 @@ class JudgedStepReward:
         """The reward's counters (failed verdicts, passages cut from the judge's context) and its judge's, since the
         last call."""
         counts, self.counters = self.counters, Counter()
-        return {**{key: float(value) for key, value in counts.items()}, **self.judge.metrics()}
+        return {"judge/failed_verdicts": 0.0, **{key: float(value) for key, value in counts.items()},
+                **self.judge.metrics()}
 
 
 def _prefix_view(episode: Episode, upto: int) -> Episode:
