@@ -105,7 +105,7 @@ class Trainer:
             with timed(times, "time/reference_s"):
                 self.fill_reference_logprobs(units, grouped)
             # 4. Update: update_epochs passes of PPO-clip + β·k3-KL over minibatches of whole units
-            update = self.update(units, grouped, times)
+            update = self.update(units, grouped)
         if self.server_rollouts is not None:  # the next version goes to the servers
             server |= self.server_rollouts.push(self._trained_model(), step)
         # 5. Metrics: the batch's, every component's counters, the update's; averaged over processes
@@ -134,10 +134,11 @@ class Trainer:
                                self.policy.pad_token_id, self.config.rollout.temperature, self.accelerator.device,
                                self.bf16_autocast)
 
-    def update(self, units: list[Unit], grouped: bool, times: dict[str, float]) -> dict[str, float]:
+    def update(self, units: list[Unit], grouped: bool) -> dict[str, float]:
         """``update_epochs`` passes over ``units`` in minibatches of about ``minibatch_size`` samples (whole units:
-        a unit's samples share one forward), one optimizer step each; the mean losses and the update's counts."""
+        a unit's samples share one forward), one optimizer step each; the mean losses, counts and times."""
         tc = self.config.trainer
+        times: dict[str, float] = {}
         mean_unit = sum(len(unit) for unit in units) / len(units)
         units_per_minibatch = max(1, int(tc.minibatch_size // mean_unit)) if grouped else tc.minibatch_size
         num_minibatches = max_over_processes(self.accelerator, max(1, math.ceil(len(units) / units_per_minibatch)))
@@ -160,7 +161,7 @@ class Trainer:
                     sums[key] += value
         return {**{key: value / max(1, updates) for key, value in sums.items()},
                 "loss/skipped_updates": float(num_minibatches * tc.update_epochs - updates),
-                "update/optimizer_steps": float(updates), "update/forward_passes": float(passes)}
+                "update/optimizer_steps": float(updates), "update/forward_passes": float(passes), **times}
 
     def _optimizer_step(self, micros: list[list[Unit]], micro_steps: int, grouped: bool,
                         times: dict[str, float]) -> dict[str, float] | None:
