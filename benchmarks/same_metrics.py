@@ -9,8 +9,8 @@
 order) for a few steps from one start policy and seed, with a small batch and one evaluation at the last step.
 `compare` reads each method's `metrics.jsonl` from both directories and asserts that every key the two runs share
 has exactly the same value at every step, but times and throughputs (`time/*`, `*_per_s`, `*_s`), which depend on
-the machine. Keys only one side has are listed (new metrics are expected after a change that adds some); exit 1 on
-any difference.
+the machine, and that the final policy weights are bit-identical. Keys only one side has are listed (new metrics are
+expected after a change that adds some); exit 1 on any difference.
 """
 
 from __future__ import annotations
@@ -81,6 +81,11 @@ def compare(before_dir: Path, after_dir: Path, methods: list[str]) -> int:
             print(f"  only before: {', '.join(only_before)}")
         if only_after:
             print(f"  only after (new): {', '.join(only_after)}")
+        weights = [d / method / "policy" / "model.safetensors" for d in (before_dir, after_dir)]
+        if all(w.is_file() for w in weights):
+            same = weights[0].read_bytes() == weights[1].read_bytes()
+            print(f"  final policy weights: {'bit-identical' if same else 'DIFFERENT'}")
+            failed |= not same
         failed |= bool(differences)
     return 1 if failed else 0
 
