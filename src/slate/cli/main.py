@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -255,25 +256,21 @@ def _run_training(config, init: Path | None, out_dir: Path, world: Path | None, 
     # a bar on a terminal; elsewhere the log line of each step is the progress report
     bar = progress() if console.is_terminal else None
     task = bar.add_task(config.trainer.method, total=config.trainer.steps, info="") if bar is not None else None
-    seconds = 0.0
+    timing = {"seconds": 0.0, "steps": 0}  # the steps this process ran (a resumed run starts after its checkpoint)
 
     def on_step(step: int, total: int, m: dict[str, float]) -> None:
-        nonlocal seconds
         took = m["time/rollout_s"] + m["time/update_s"]
-        seconds += took
+        timing["seconds"] += took
+        timing["steps"] += 1
         summary = (f"reward {m['reward/mean']:.2f} | EM {m['rollout/em']:.2f} | kl {m['loss/kl']:.4f} | "
                    f"clip {m['loss/clip_frac']:.3f} | {took:.1f} s")
         if bar is not None:
             bar.update(task, completed=step, info=summary)
         if trainer.accelerator.is_main_process:
             logger.info("step %d/%d | %s | ETA %s", step, total, summary,
-                        duration(seconds / max(1, step - start) * (total - step)))
+                        duration(timing["seconds"] / timing["steps"] * (total - step)))
 
-    start = trainer.state.step
-    if bar is not None:
-        with bar:
-            trainer.train(resume=resume, on_step=on_step)
-    else:
+    with bar if bar is not None else contextlib.nullcontext():
         trainer.train(resume=resume, on_step=on_step)
 
 
