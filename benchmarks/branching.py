@@ -1,7 +1,7 @@
 """Prefix branching vs naive sampling: generated tokens per second of ``sample_branches`` at k branches per prefix.
 
-Branching (``share_prefill=True``) prefills each prefix once and repeats its KV cache k times; naive sampling
-(``share_prefill=False``) repeats the prefix k times in the batch and prefills every copy. After the prefill both
+Branching (``sample_branches``) prefills each prefix once and repeats its KV cache k times; naive sampling
+(``naive_branches`` below) repeats the prefix k times in the batch and prefills every copy. After the prefill both
 decode the same P·k rows against the same cached context, so the speed-up comes from the prefill alone:
 
     speedup = (k·prefill + decode) / (prefill + decode)
@@ -158,6 +158,14 @@ class ForwardTimer:
             self.decode_s += elapsed
 
 
+def naive_branches(model: torch.nn.Module, prefixes: list[list[int]], k: int, params: SamplingParams,
+                   stop: StopCondition, pad_id: int, generator: torch.Generator) -> list[list]:
+    """The baseline: k copies of each prefix in the batch, every copy prefilled, then decoded as one batch (the same
+    draws as branching for one seed: tests/rollout/test_generate.py)."""
+    copies = sample_branches(model, [p for p in prefixes for _ in range(k)], 1, params, stop, pad_id, generator)
+    return [[group[0] for group in copies[i * k:(i + 1) * k]] for i in range(len(prefixes))]
+
+
 @dataclass
 class Timing:
     total_s: float
@@ -174,8 +182,10 @@ def run_once(policy: Policy, timer: ForwardTimer, prefixes: list[list[int]], k: 
     timer.reset()
     sync()
     start = time.perf_counter()
-    groups = sample_branches(policy.model, prefixes, k, params, stop, policy.pad_token_id, generator,
-                             share_prefill=share_prefill)
+    if share_prefill:
+        groups = sample_branches(policy.model, prefixes, k, params, stop, policy.pad_token_id, generator)
+    else:
+        groups = naive_branches(policy.model, prefixes, k, params, stop, policy.pad_token_id, generator)
     sync()
     total = time.perf_counter() - start
     tokens = sum(len(c.token_ids) for group in groups for c in group)

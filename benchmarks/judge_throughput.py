@@ -13,7 +13,7 @@
    step's dimensions) and packed group_steps (``--prefixes-per-request`` prefixes of one action kind per request,
    ``judge.max_prefixes_per_request``), cold. Each pass reports the server's own usage counts.
 4. Cost per RL step over *all* recorded items: the prompts each mode sends on a cold cache
-   (``judge.group.planned_requests``), their tokens counted by the server's tokenizer plus the chat template's
+   (``judge.openai_backend.planned_requests``), their tokens counted by the server's tokenizer plus the chat template's
    overhead (measured once from a real request's usage). Group fallbacks depend on the judge; the timed group pass
    shows how often this one falls back, and its served tokens include the fallbacks' item requests.
 
@@ -51,8 +51,7 @@ import openai
 from slate.config import load_config
 from slate.data.records import read_qa_jsonl
 from slate.judge.cache import JudgeCache
-from slate.judge.group import planned_requests
-from slate.judge.openai_backend import OpenAIJudge
+from slate.judge.openai_backend import OpenAIJudge, planned_requests
 from slate.judge.oracle import OracleJudge
 from slate.judge.types import JudgeItem, JudgeVerdict
 from slate.methods import judged_reward
@@ -81,8 +80,8 @@ class RecordingJudge:
         self.batches.append(list(items))
         return self.oracle.score(items)
 
-    def stats(self) -> dict[str, float]:
-        return self.oracle.stats()
+    def metrics(self) -> dict[str, float]:
+        return self.oracle.metrics()
 
 
 @dataclass
@@ -170,13 +169,13 @@ def collect_batches(args: argparse.Namespace, work: Path) -> tuple[list[list[lis
         source = f"tiny policy after a {time.perf_counter() - start:.0f} s SFT warm start (configs/tiny.yaml)"
     engine = RolloutEngine(policy, retriever, config.rollout, config.retrieval.top_k, seed=args.seed)
     recorder = RecordingJudge()
-    sampler = TruncatedStepSampler(engine, judged_reward(config, recorder), args.k,
+    sampler = TruncatedStepSampler(judged_reward(config, recorder), args.k,
                                    config.algorithm.selection_temperature, seed=args.seed)
     records = read_qa_jsonl(world_dir / "train.jsonl")
     per_step: list[list[list[JudgeItem]]] = []
     for step in range(args.rl_steps):
         before = len(recorder.batches)
-        sampler.sample(records[step * args.questions:(step + 1) * args.questions])
+        sampler.sample(engine, records[step * args.questions:(step + 1) * args.questions])
         per_step.append([b for b in recorder.batches[before:] if b])
     items = sum(len(b) for batches in per_step for b in batches)
     return per_step, {"policy": source, "world": str(world_dir), "items": items}
@@ -193,7 +192,7 @@ def judge_pass(name: str, batches: list[list[JudgeItem]], args: argparse.Namespa
     for batch in batches:
         judge.score(batch)
     seconds = time.perf_counter() - start
-    stats = judge.stats()
+    stats = {key.removeprefix("judge/"): value for key, value in judge.metrics().items()}
     result = PassResult(name, mode, concurrency, sum(len(b) for b in batches), seconds, stats["calls"],
                         stats["group_calls"], stats["group_fallbacks"], stats["cache_hits"], stats["failures"],
                         stats["prompt_tokens"], stats["completion_tokens"])

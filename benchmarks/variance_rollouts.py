@@ -22,8 +22,8 @@ from slate.eval.variance import compare_rollout_variances
 from slate.judge.oracle import OracleJudge
 from slate.methods import judged_reward
 from slate.retrieval.bm25 import Bm25Retriever
-from slate.rewards.judged import StepToScore
 from slate.rollout.engine import RolloutEngine
+from slate.rollout.episode import StepToScore
 from slate.rollout.policy import load_policy
 from slate.rollout.samplers import TruncatedStepSampler
 
@@ -42,6 +42,9 @@ class RecordingReward:
             target = targets[start]
             self.groups[(target.episode.record.id, target.step_index)] = rewards[start:start + self.group_size]
         return rewards
+
+    def metrics(self) -> dict[str, float]:
+        return self.inner.metrics()
 
 
 def main() -> None:
@@ -68,7 +71,7 @@ def main() -> None:
             full[index // k, index % k, t] = step.reward or 0.0
 
     recorder = RecordingReward(reward, k)
-    TruncatedStepSampler(engine, recorder, k, config.algorithm.selection_temperature, seed=args.seed).sample(records)
+    TruncatedStepSampler(recorder, k, config.algorithm.selection_temperature, seed=args.seed).sample(engine, records)
     truncated = np.full((len(records), k, budget), np.nan)
     for row, record in enumerate(records):
         for t in range(1, budget + 1):

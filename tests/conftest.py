@@ -1,5 +1,5 @@
-"""Shared fixtures: one tiny world (and its BM25 retriever) built once per session, and the path of ../shared beside
-the repo."""
+"""Shared fixtures: one tiny world (and its BM25 retriever) and a tiny random policy checkpoint, built once per session
+(seconds per RL step on a CPU), and the path of ../shared beside the repo."""
 
 from __future__ import annotations
 
@@ -36,4 +36,19 @@ def default_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("default_world")
     write_world(build_world(seed=0, size="default"), out, seed=0, size="default")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_dir(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from slate.config import TinyModelConfig
+    from slate.data.records import read_corpus, read_qa_jsonl
+    from slate.rollout.policy import build_tiny_policy
+
+    texts = [p.contents for p in read_corpus(tiny_world / "corpus.jsonl")]
+    texts += [r.question for r in read_qa_jsonl(tiny_world / "train.jsonl")]
+    policy = build_tiny_policy(texts, TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2,
+                                                      intermediate_size=64, max_positions=1024), seed=0)
+    out = tmp_path_factory.mktemp("tiny_policy")
+    policy.save(out)
     return out

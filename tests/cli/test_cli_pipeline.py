@@ -22,6 +22,7 @@ def test_sft_eval_train_pipeline(tiny_world: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["sft", "--config", "configs/tiny.yaml", "--world", str(tiny_world), "--out",
                                  str(sft_dir), *TINY])
     assert result.exit_code == 0, result.output
+    assert "SFT seed 0 1/" in result.output and "| loss " in result.output  # progress lines: not on a terminal
     assert (sft_dir / "config.json").is_file() and (sft_dir / "slate_config.yaml").is_file()
     saved = yaml.safe_load((sft_dir / "slate_config.yaml").read_text())
     assert saved["model"]["tiny"]["hidden_size"] == 32

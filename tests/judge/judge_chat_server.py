@@ -174,3 +174,8 @@ def make_judge(server: ScriptedChatServer, mode: str, **overrides: Any) -> OpenA
                               "timeout_s": 10.0, "max_concurrency": 8, "max_new_tokens": 64}
     kwargs.update(overrides)
     return OpenAIJudge(**kwargs)
+
+
+def judge_counts(judge) -> dict[str, float]:
+    """The judge's ``metrics()`` without the ``judge/`` namespace: {"calls": 2, ...}."""
+    return {key.removeprefix("judge/"): value for key, value in judge.metrics().items()}

@@ -18,7 +18,7 @@ class ScriptedJudge:
         return [JudgeVerdict.failure("x") if i in self.failed else JudgeVerdict(s, "")
                 for i, s in enumerate(self.scores[: len(items)])]
 
-    def stats(self) -> dict[str, float]:
+    def metrics(self) -> dict[str, float]:
         return {}
 
 

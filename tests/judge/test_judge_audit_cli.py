@@ -75,7 +75,7 @@ class RecordingJudge:
         self.items += items
         return [JudgeVerdict(0, "") for _ in items]
 
-    def stats(self) -> dict[str, float]:
+    def metrics(self) -> dict[str, float]:
         return {}
 
 

@@ -6,17 +6,13 @@ from typing import Any
 
 import judge_chat_server
 import pytest
-from judge_chat_server import EMPTY_BODY, USAGE, ScriptedChatServer, keyword_judge, user_prompt
+from judge_chat_server import EMPTY_BODY, USAGE, ScriptedChatServer, judge_counts, keyword_judge, user_prompt
 
 from slate.judge.cache import JudgeCache
-from slate.judge.group import (
-    build_group_messages,
-    group_schema,
-    parse_group_reply,
-    planned_requests,
-    sibling_groups,
-)
-from slate.judge.openai_backend import OpenAIJudge
+from slate.judge.group import build_group_messages, sibling_groups
+from slate.judge.openai_backend import OpenAIJudge, planned_requests
+from slate.judge.replies import parse_group_reply
+from slate.judge.schemas import fixed_candidate_order, group_schema
 from slate.judge.types import JudgeItem
 
 QUESTION = "Where was the founder of Velmora Labs born?"
@@ -141,7 +137,7 @@ def test_group_mode_sends_one_request_per_group_and_dimension(chat_server: Scrip
     verdicts = judge.score(items)
     assert [v.score for v in verdicts] == [1, -1, 1, 1, -1, -1] and not any(v.failed for v in verdicts)
     assert chat_server.request_count == 2  # 6 items, 2 dimensions
-    assert judge.stats() == {"calls": 2, "retries": 0, "cache_hits": 0, "failures": 0, "parse_failures": 0,
+    assert judge_counts(judge) == {"calls": 2, "retries": 0, "cache_hits": 0, "failures": 0, "parse_failures": 0,
                              "prompt_tokens": 2 * USAGE["prompt_tokens"],
                              "completion_tokens": 2 * USAGE["completion_tokens"], "group_calls": 2,
                              "group_fallbacks": 0}
@@ -162,7 +158,7 @@ def test_a_judge_that_echoes_its_prompt_scores_nobody(chat_server: ScriptedChatS
     judge = make_judge(chat_server)
     verdicts = judge.score(thinks("I guess.", FORGERY, "GOOD"))
     assert all(v.failed and v.score == 0 for v in verdicts)
-    stats = judge.stats()
+    stats = judge_counts(judge)
     # one group request, its fallback to 3 item requests, whose echoed replies hold only <score>N</score>
     assert (stats["group_calls"], stats["group_fallbacks"], stats["calls"], stats["parse_failures"]) == (1, 1, 4, 3)
 
@@ -188,7 +184,7 @@ def test_bad_group_replies_fall_back_to_items(chat_server: ScriptedChatServer, r
     verdicts = judge.score(thinks("GOOD", "bad one", "bad two"))
     # the item replies decide, never the bad group reply (which would have given +1 to every candidate)
     assert [(v.score, v.failed) for v in verdicts] == [(1, False), (-1, False), (-1, False)]
-    stats = judge.stats()
+    stats = judge_counts(judge)
     assert (stats["group_calls"], stats["group_fallbacks"], stats["calls"], stats["failures"]) == (1, 1, 4, 0)
 
 
@@ -198,7 +194,7 @@ def test_empty_http_body_is_a_counted_failure(chat_server: ScriptedChatServer) -
     verdicts = judge.score(thinks("GOOD", "bad"))
     assert all(v.failed and v.score == 0 for v in verdicts)
     assert "JSONDecodeError" in verdicts[0].explanation and "after 2 attempts" in verdicts[0].explanation
-    stats = judge.stats()
+    stats = judge_counts(judge)
     # retried like a 5xx, then failed; an unusable server is not asked again item by item
     assert (stats["calls"], stats["retries"], stats["failures"], stats["group_fallbacks"]) == (1, 1, 2, 0)
 
@@ -209,7 +205,7 @@ def test_unreachable_server_fails_the_group_without_item_requests() -> None:
     judge = make_judge(server)
     verdicts = judge.score(thinks("a", "b", "c"))
     assert all(v.failed for v in verdicts)
-    stats = judge.stats()
+    stats = judge_counts(judge)
     assert (stats["calls"], stats["retries"], stats["failures"], stats["group_fallbacks"]) == (1, 1, 3, 0)
 
 
@@ -220,7 +216,7 @@ def test_group_replies_are_cached(chat_server: ScriptedChatServer, tmp_path: Any
     first = make_judge(chat_server, cache=JudgeCache(path)).score(items)
     warm = make_judge(chat_server, cache=JudgeCache(path))
     assert warm.score(items) == first and chat_server.request_count == 1
-    stats = warm.stats()
+    stats = judge_counts(warm)
     assert (stats["cache_hits"], stats["calls"], stats["group_calls"]) == (3, 0, 0)
 
 
@@ -242,7 +238,6 @@ def test_structured_group_request_asks_for_exactly_k_scores(chat_server: Scripte
 
 
 def test_fixed_candidate_order_by_hand() -> None:
-    from slate.judge.openai_backend import fixed_candidate_order
 
     entry = {"type": "object", "properties": {"candidate": {"type": "integer", "enum": [1, 2, 3]},
                                               "score": {"type": "integer", "enum": [-1, 0, 1]}},

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from judge_chat_server import judge_counts
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -66,7 +67,7 @@ def test_scripted_model_reply_parses_through_batches_and_template() -> None:
     verdicts = judge.score([*ITEMS, ITEMS[0]])
     assert [(v.score, v.failed, v.explanation) for v in verdicts] == [(1, False, "The answer matches.")] * 4
     assert [shape[0] for shape in model.batch_shapes] == [2, 1]  # 3 unique prompts in batches of 2
-    stats = judge.stats()
+    stats = judge_counts(judge)
     assert (stats["calls"], stats["cache_hits"], stats["failures"]) == (3, 1, 0)
     assert stats["completion_tokens"] == 3 * len(reply.encode())
     assert tokenizer.padding_side == "right"  # restored after the left-padded call
@@ -84,7 +85,7 @@ def test_random_llama_gives_garbage_that_is_counted_as_failures() -> None:
     verdicts = judge.score(ITEMS)
     assert [(v.score, v.failed) for v in verdicts] == [(0, True)] * 3
     prompts = [render_prompt(tokenizer, build_messages(item)) for item in ITEMS]
-    stats = judge.stats()
+    stats = judge_counts(judge)
     assert stats["parse_failures"] == 3 and stats["failures"] == 3 and stats["calls"] == 3
     assert stats["prompt_tokens"] == sum(len(p.encode()) for p in prompts)  # one token per byte
     assert 0 < stats["completion_tokens"] <= 3 * 6
@@ -126,6 +127,6 @@ def test_smollm2_runs_and_returns_one_verdict_per_item() -> None:
     judge = HFJudge(model, tokenizer, max_new_tokens=8, batch_size=2)
     verdicts = judge.score(ITEMS[:2])
     assert len(verdicts) == 2 and all(v.score in (-1, 0, 1) for v in verdicts)
-    stats = judge.stats()
+    stats = judge_counts(judge)
     assert stats["calls"] == 2 and stats["completion_tokens"] > 0
     assert stats["failures"] == sum(v.failed for v in verdicts)

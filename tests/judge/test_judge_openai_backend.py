@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from judge_chat_server import USAGE, ScriptedChatServer
+from judge_chat_server import USAGE, ScriptedChatServer, judge_counts
 
 from slate.errors import JudgeError
 from slate.judge.cache import JudgeCache
-from slate.judge.openai_backend import VERDICT_SCHEMA, OpenAIJudge
+from slate.judge.openai_backend import OpenAIJudge
+from slate.judge.schemas import VERDICT_SCHEMA
 from slate.judge.types import JudgeItem, JudgeVerdict
 
 
@@ -44,12 +45,12 @@ def test_scripted_replies_retries_and_fallbacks(chat_server: ScriptedChatServer)
                                           "stall": 2, "always500": 3, "badrequest": 1}
     assert "after 3 attempts" in verdicts[6].explanation and "InternalServerError" in verdicts[6].explanation
     assert "not retried" in verdicts[7].explanation
-    stats = judge.stats()
+    stats = judge_counts(judge)
     # Six requests got a 200 reply with usage (10 prompt + 5 completion tokens each); the stalled one timed out.
     assert stats == {"calls": 8, "retries": 5, "cache_hits": 0, "failures": 3, "parse_failures": 1,
                      "prompt_tokens": 6 * USAGE["prompt_tokens"], "completion_tokens": 6 * USAGE["completion_tokens"],
                      "group_calls": 0, "group_fallbacks": 0}
-    assert judge.stats()["calls"] == 0  # reset on read
+    assert judge.metrics()["judge/calls"] == 0  # reset on read
     body = chat_server.bodies[0]
     assert body["model"] == "judge-model" and body["temperature"] == 0.0 and body["max_tokens"] == 64
     assert "response_format" not in body
@@ -62,11 +63,11 @@ def test_cache_hits_skip_the_server_and_persist(chat_server: ScriptedChatServer,
     first = judge.score(items)
     assert [v.score for v in first] == [1, -1, 1, 0]
     assert chat_server.request_count == 3  # the duplicate "plus" is sent once
-    assert judge.stats()["cache_hits"] == 1
+    assert judge.metrics()["judge/cache_hits"] == 1
     second = judge.score(items)
     assert second == first
     assert chat_server.request_count == 4  # only the malformed reply (never cached) is asked again
-    assert judge.stats() == {"calls": 1, "retries": 0, "cache_hits": 3, "failures": 1, "parse_failures": 1,
+    assert judge_counts(judge) == {"calls": 1, "retries": 0, "cache_hits": 3, "failures": 1, "parse_failures": 1,
                                   "prompt_tokens": 10, "completion_tokens": 5, "group_calls": 0, "group_fallbacks": 0}
     other = make_judge(chat_server, cache=JudgeCache(path))
     assert other.score([item("plus")])[0].score == 1
@@ -122,7 +123,7 @@ def test_unreachable_server_fails_every_item_after_retries(monkeypatch: pytest.M
     verdicts = judge.score([item("plus"), item("minus")])
     assert all(v.failed and v.score == 0 for v in verdicts)
     assert "127.0.0.1" in verdicts[0].explanation or "Connection" in verdicts[0].explanation
-    stats = judge.stats()
+    stats = judge_counts(judge)
     assert (stats["calls"], stats["retries"], stats["failures"], stats["parse_failures"]) == (2, 2, 2, 0)
 
 

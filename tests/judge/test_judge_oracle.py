@@ -80,7 +80,7 @@ def test_items_without_chain_fail_but_answers_need_none() -> None:
     judge = OracleJudge()
     verdicts = judge.score([JudgeItem("think", "Q?", "t"), JudgeItem("answer", "Q?", "x", golden_answers=("x",))])
     assert (verdicts[0].failed, verdicts[0].score, verdicts[1].failed, verdicts[1].score) == (True, 0, False, 1)
-    assert judge.stats()["failures"] == 1
+    assert judge.metrics()["judge/failures"] == 1
 
 
 def test_noise_changes_about_two_thirds_of_noise_rate_and_is_deterministic() -> None:

@@ -9,11 +9,12 @@ import pytest
 from judge_chat_server import ScriptedChatServer, keyword_judge, user_prompt
 
 from slate.data.records import QARecord
+from slate.judge.items import context_cut, render_context
 from slate.judge.openai_backend import OpenAIJudge
 from slate.retrieval.base import Hit
-from slate.rewards.judged import JudgedStepReward, StepToScore, context_cut, render_context
+from slate.rewards.judged import JudgedStepReward
 from slate.rollout.actions import parse_step
-from slate.rollout.episode import Episode, Step
+from slate.rollout.episode import Episode, Step, StepToScore
 
 RECORD = QARecord(id="q", question="Where was the founder of Velmora Labs born?", golden_answers=("Port Dalvin",))
 LONG = "Velmora Labs was founded by Kesh Fenn. " + "x" * 400  # 439 characters
@@ -53,7 +54,7 @@ def test_siblings_are_judged_together_per_dimension(chat_server: ScriptedChatSer
     # one request for the 3 thinks, one for the 2 queries, the lone answer as an item
     assert sorted(p.count("<<<BEGIN_CANDIDATE_") for p in prompts) == [0, 3, 4]  # a query candidate has 2 fences
     assert all(p.count(LONG) == 1 for p in prompts if "TRAJECTORY_SO_FAR" in p)  # the shared prefix sent once
-    assert judge.stats()["group_calls"] == 2
+    assert judge.metrics()["judge/group_calls"] == 2
 
 
 def test_prefix_budget_cuts_passages_only_and_is_logged(chat_server: ScriptedChatServer,

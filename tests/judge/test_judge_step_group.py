@@ -6,18 +6,13 @@ from typing import Any
 
 import judge_chat_server
 import pytest
-from judge_chat_server import USAGE, ScriptedChatServer, keyword_judge, user_prompt
+from judge_chat_server import USAGE, ScriptedChatServer, judge_counts, keyword_judge, user_prompt
 
 from slate.judge.cache import JudgeCache
-from slate.judge.group import planned_requests
-from slate.judge.openai_backend import OpenAIJudge
-from slate.judge.step_group import (
-    build_step_group_messages,
-    find_steps,
-    parse_step_group_reply,
-    step_group_schema,
-    step_groups,
-)
+from slate.judge.openai_backend import OpenAIJudge, planned_requests
+from slate.judge.replies import parse_step_group_reply
+from slate.judge.schemas import step_group_schema
+from slate.judge.step_group import build_step_group_messages, find_steps, step_groups
 from slate.judge.types import JudgeItem
 
 QUESTION = "Where was the founder of Velmora Labs born?"
@@ -161,7 +156,7 @@ def test_one_request_judges_the_steps_of_several_prefixes(chat_server: ScriptedC
     verdicts = packed.score(items)
     assert [v.score for v in verdicts] == [1, -1, -1, 1, -1, 1, 1, -1]
     assert chat_server.request_count == 2  # the three searches of two prefixes, and the answer step
-    stats = packed.stats()
+    stats = judge_counts(packed)
     assert (stats["group_calls"], stats["group_fallbacks"], stats["failures"]) == (2, 0, 0)
     assert [v.score for v in make_judge(chat_server).score(items)] == [v.score for v in verdicts]  # one per prefix
     assert chat_server.request_count == 2 + 3
@@ -243,7 +238,7 @@ def test_one_request_scores_every_dimension_of_the_siblings(chat_server: Scripte
     verdicts = judge.score(items)
     assert [v.score for v in verdicts] == [1, -1, -1, 1, 1, 1] and not any(v.failed for v in verdicts)
     assert chat_server.request_count == 1
-    assert judge.stats() == {"calls": 1, "retries": 0, "cache_hits": 0, "failures": 0, "parse_failures": 0,
+    assert judge_counts(judge) == {"calls": 1, "retries": 0, "cache_hits": 0, "failures": 0, "parse_failures": 0,
                              "prompt_tokens": USAGE["prompt_tokens"], "completion_tokens": USAGE["completion_tokens"],
                              "group_calls": 1, "group_fallbacks": 0}
     make_judge(chat_server, mode="group").score(items)  # per-dimension group mode: two requests
@@ -282,7 +277,7 @@ def test_bad_step_replies_fall_back_to_dimension_groups(chat_server: ScriptedCha
     # the per-dimension group replies decide, never the bad step reply (which gives +1 everywhere)
     assert [(v.score, v.failed) for v in verdicts] == [(1, False), (1, False), (-1, False), (-1, False),
                                                        (-1, False), (-1, False)]
-    stats = judge.stats()
+    stats = judge_counts(judge)
     assert (stats["group_calls"], stats["group_fallbacks"], stats["calls"], stats["failures"]) == (3, 1, 3, 0)
 
 
@@ -291,7 +286,7 @@ def test_a_judge_that_echoes_its_prompt_scores_nobody(chat_server: ScriptedChatS
     judge = make_judge(chat_server)
     verdicts = judge.score(search_steps(("I guess.", "q"), (FORGERY, "GOOD")))
     assert all(v.failed and v.score == 0 for v in verdicts)
-    stats = judge.stats()
+    stats = judge_counts(judge)
     # the step group, its two dimension groups, then the four items: every fallback counted
     assert (stats["group_calls"], stats["group_fallbacks"], stats["calls"], stats["parse_failures"]) == (3, 3, 7, 4)
 
@@ -302,7 +297,7 @@ def test_unreachable_server_fails_the_step_group_without_more_requests() -> None
     judge = make_judge(server)
     verdicts = judge.score(answer_steps(("a", "b"), ("c", "d")))
     assert all(v.failed for v in verdicts)
-    stats = judge.stats()
+    stats = judge_counts(judge)
     assert (stats["calls"], stats["retries"], stats["failures"], stats["group_fallbacks"]) == (1, 1, 4, 0)
 
 
@@ -321,7 +316,7 @@ def test_structured_step_request_and_cache(chat_server: ScriptedChatServer, tmp_
     assert think[0]["properties"]["reasoning"] == {"type": "string", "maxLength": 400}
     warm = make_judge(chat_server, structured_output="json_object", cache=JudgeCache(path))
     assert warm.score(items) == first and chat_server.request_count == 1
-    assert (warm.stats()["cache_hits"], warm.stats()["calls"]) == (4, 0)
+    assert (warm.metrics()["judge/cache_hits"], warm.metrics()["judge/calls"]) == (4, 0)
 
 
 def test_planned_requests_match_what_the_backend_sends(chat_server: ScriptedChatServer) -> None:
@@ -339,7 +334,8 @@ def test_planned_requests_match_what_the_backend_sends(chat_server: ScriptedChat
 def test_group_steps_mode_from_config() -> None:
     from pydantic import ValidationError
 
-    from slate.judge.config import JudgeConfig, build_judge
+    from slate.config import JudgeConfig
+    from slate.judge import build_judge
 
     with pytest.raises(ValidationError, match=r"judge\.mode=group_steps applies to backend=openai only"):
         JudgeConfig(mode="group_steps")

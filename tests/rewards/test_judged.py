@@ -7,15 +7,9 @@ from slate.errors import JudgeError
 from slate.judge.oracle import OracleJudge
 from slate.judge.types import JudgeItem, JudgeVerdict
 from slate.retrieval.base import Hit
-from slate.rewards.judged import (
-    INVALID_STEP_REWARD,
-    ExactMatchStepReward,
-    JudgedStepReward,
-    StepToScore,
-    judged_step_reward,
-)
+from slate.rewards.judged import INVALID_STEP_REWARD, ExactMatchStepReward, JudgedStepReward, judged_step_reward
 from slate.rollout.actions import parse_step
-from slate.rollout.episode import Episode, Step
+from slate.rollout.episode import Episode, Step, StepToScore
 
 CHAIN = [
     {"sub_question": "Who founded Velmora Labs?", "entity": "Velmora Labs", "relation": "founded_by",
@@ -90,7 +84,7 @@ class DeadJudge:
     def score(self, items: list[JudgeItem]) -> list[JudgeVerdict]:
         return [JudgeVerdict(score=0, explanation="timeout", failed=True) for _ in items]
 
-    def stats(self) -> dict[str, float]:
+    def metrics(self) -> dict[str, float]:
         return {}
 
 

@@ -135,7 +135,7 @@ def test_search_key_score_by_hand():
 
 def test_is_a_reward_strategy(reward: StepSearchReward):
     assert isinstance(reward, RewardStrategy)
-    assert reward.name == "stepsearch"
+    assert reward.metrics() == {"stepsearch/format_gated": 0.0}
 
 
 @pytest.mark.parametrize("metadata", [

@@ -43,3 +43,6 @@ class FixedRetriever:
             raise ConnectionError("retrieval server down")
         self.queries += queries
         return [[Hit("d1", "Dalvin", "Dalvin is a city in Orvania.", 3.0)][:k] for _ in queries]
+
+    def metrics(self) -> dict[str, float]:
+        return {}

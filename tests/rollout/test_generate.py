@@ -25,9 +25,11 @@ def test_branching_equals_naive_sampling_for_one_seed() -> None:
     prefixes = [policy.encode("Who founded Velmora Labs? <think>"), policy.encode("a b c <search>")]
     params = SamplingParams(max_new_tokens=12, temperature=1.0)
     shared = sample_branches(policy.model, prefixes, 4, params, _stop(policy), policy.pad_token_id,
-                             torch.Generator().manual_seed(0), share_prefill=True)
-    naive = sample_branches(policy.model, prefixes, 4, params, _stop(policy), policy.pad_token_id,
-                            torch.Generator().manual_seed(0), share_prefill=False)
+                             torch.Generator().manual_seed(0))
+    # naive: four copies of each prefix in the batch, every copy prefilled (benchmarks/branching.py)
+    copies = sample_branches(policy.model, [p for p in prefixes for _ in range(4)], 1, params, _stop(policy),
+                             policy.pad_token_id, torch.Generator().manual_seed(0))
+    naive = [[group[0] for group in copies[i * 4:(i + 1) * 4]] for i in range(len(prefixes))]
     for shared_group, naive_group in zip(shared, naive, strict=True):
         for a, b in zip(shared_group, naive_group, strict=True):
             assert a.token_ids == b.token_ids

@@ -8,9 +8,9 @@ from scripted_policy import FixedRetriever, ScriptedGenerator
 from slate.algorithms.advantages import group_advantages, selection_probabilities
 from slate.config import RolloutConfig
 from slate.data.records import QARecord
-from slate.rewards.judged import StepToScore
 from slate.rewards.outcome import OutcomeEM
 from slate.rollout.engine import RolloutEngine
+from slate.rollout.episode import StepToScore
 from slate.rollout.samplers import FullTrajectorySampler, TruncatedStepSampler
 
 RECORD = QARecord(id="q1", question="In which country is Dalvin?", golden_answers=("Orvania",))
@@ -26,7 +26,8 @@ def test_full_trajectories_carry_the_group_normalised_outcome(policy) -> None:
         return f"<think> done </think><answer> {'Orvania' if right else 'Kesh'} </answer>"
 
     engine = RolloutEngine(policy, FixedRetriever(), CONFIG, generator=ScriptedGenerator(policy, script))
-    batch = FullTrajectorySampler(engine, OutcomeEM(), group_size=4).sample([RECORD])
+    sampler = FullTrajectorySampler(OutcomeEM(), group_size=4)
+    batch = sampler.sample(engine, [RECORD])
     ems = [1.0 if e.final_answer == "Orvania" else 0.0 for e in batch.episodes]
     assert ems == [1.0, 0.0, 1.0, 0.0]
     expected = group_advantages(torch.tensor([ems]))[0]  # ±0.866
@@ -36,7 +37,7 @@ def test_full_trajectories_carry_the_group_normalised_outcome(policy) -> None:
         assert trained and all(math.isclose(a, advantage, abs_tol=1e-6) for a in trained)
         assert all(a == 0.0 for a in untrained)
         assert sample.group_id == "q1"
-    assert batch.metrics["adv/zero_signal_groups"] == 0.0
+    assert sampler.metrics()["adv/zero_signal_groups"] == 0.0
 
 
 class ScriptedStepReward:
@@ -51,6 +52,9 @@ class ScriptedStepReward:
             rewards.append(reward)
         return rewards
 
+    def metrics(self) -> dict[str, float]:
+        return {}
+
 
 def test_truncated_sampler_bookkeeping(policy) -> None:
     def script(text: str, branch: int) -> str:
@@ -60,9 +64,9 @@ def test_truncated_sampler_bookkeeping(policy) -> None:
         return f"<think> try </think><search> Dalvin {branch} </search>"
 
     engine = RolloutEngine(policy, FixedRetriever(), CONFIG, generator=ScriptedGenerator(policy, script))
-    sampler = TruncatedStepSampler(engine, ScriptedStepReward(), group_size=4, selection_temperature=0.7,
+    sampler = TruncatedStepSampler(ScriptedStepReward(), group_size=4, selection_temperature=0.7,
                                    greedy_selection=True)
-    batch = sampler.sample([RECORD])
+    batch = sampler.sample(engine, [RECORD])
     # step 1: 4 search siblings scored 0, 1, 2, 3; step 2: 4 answer siblings, all 3 (zero signal)
     assert len(batch.samples) == 8
     first, second = batch.samples[:4], batch.samples[4:]
@@ -80,9 +84,11 @@ def test_truncated_sampler_bookkeeping(policy) -> None:
     assert episode.steps[0].parsed.content == "Dalvin 3" and episode.final_answer == "Orvania"
     assert second[0].token_ids[: len(episode.token_ids()) - len(episode.steps[1].token_ids)] == \
         episode.token_ids()[: len(episode.token_ids()) - len(episode.steps[1].token_ids)]
-    assert batch.metrics["adv/zero_signal_groups"] == 0.5
-    assert batch.metrics["slate/bonus_only_groups"] == 0.0  # this reward writes no bonus
-    assert batch.metrics["slate/answer_candidate_share"] == 0.5  # 4 answers among 8 scored candidates
+    metrics = sampler.metrics()
+    assert metrics["adv/zero_signal_groups"] == 0.5
+    assert metrics["slate/bonus_only_groups"] == 0.0  # this reward writes no bonus
+    assert metrics["slate/answer_candidate_share"] == 0.5  # 4 answers among 8 scored candidates
+    assert sampler.metrics()["slate/groups"] == 0.0  # read and reset
 
 
 class TiedJudgeWithBonus:
@@ -96,6 +102,9 @@ class TiedJudgeWithBonus:
             target.step.reward = 1.0 + target.step.scores.get("early_answer_bonus", 0.0)
         return [t.step.reward for t in targets]
 
+    def metrics(self) -> dict[str, float]:
+        return {}
+
 
 def test_truncated_sampler_counts_groups_only_the_bonus_decided(policy) -> None:
     def script(text: str, branch: int) -> str:  # step 1: two of four answer; the others search
@@ -104,21 +113,21 @@ def test_truncated_sampler_counts_groups_only_the_bonus_decided(policy) -> None:
         return f"<think> try </think><search> Dalvin {branch} </search>"
 
     engine = RolloutEngine(policy, FixedRetriever(), CONFIG, generator=ScriptedGenerator(policy, script))
-    sampler = TruncatedStepSampler(engine, TiedJudgeWithBonus(), group_size=4, selection_temperature=0.7,
+    sampler = TruncatedStepSampler(TiedJudgeWithBonus(), group_size=4, selection_temperature=0.7,
                                    greedy_selection=True)
-    batch = sampler.sample([RECORD])
+    batch = sampler.sample(engine, [RECORD])
     # one group: the judge tied all four, the bonus alone made the answers' advantages positive (greedy picks one)
     assert len(batch.samples) == 4 and batch.episodes[0].final_answer == "Orvania"
-    assert batch.metrics["slate/bonus_only_groups"] == 1.0
-    assert batch.metrics["slate/bonus_flipped_groups"] == 1.0
-    assert batch.metrics["slate/answer_candidate_share"] == 0.5
+    metrics = sampler.metrics()
+    assert metrics["slate/bonus_only_groups"] == 1.0
+    assert metrics["slate/bonus_flipped_groups"] == 1.0
+    assert metrics["slate/answer_candidate_share"] == 0.5
     trained = [next(a for a, m in zip(s.advantages, s.loss_mask, strict=True) if m) for s in batch.samples]
     assert [a > 0 for a in trained] == [False, True, False, True]
 
 
-def test_selection_frequencies_follow_softmax_of_advantages(policy) -> None:
-    engine = RolloutEngine(policy, FixedRetriever(), CONFIG, generator=ScriptedGenerator(policy, lambda t, b: ""))
-    sampler = TruncatedStepSampler(engine, ScriptedStepReward(), group_size=4, selection_temperature=0.7, seed=0)
+def test_selection_frequencies_follow_softmax_of_advantages() -> None:
+    sampler = TruncatedStepSampler(ScriptedStepReward(), group_size=4, selection_temperature=0.7, seed=0)
     advantages = group_advantages(torch.tensor([[0.0, 1.0, 2.0, 3.0]]))[0]
     draws = 20_000
     counts = torch.bincount(torch.tensor([sampler.choose(advantages) for _ in range(draws)]), minlength=4)

@@ -14,6 +14,7 @@ from tiny_run import tiny_run_config
 from token_sum_reward import TokenSumReward
 
 from slate.data.records import read_qa_jsonl
+from slate.methods import sampler_for
 from slate.retrieval.bm25 import Bm25Retriever
 from slate.trainer.loop import Trainer
 
@@ -23,8 +24,7 @@ def main(world: Path, policy_dir: Path, out: Path) -> None:
     config = tiny_run_config(world, "searchr1", steps=2, questions_per_step=4)
     retriever = Bm25Retriever.from_corpus(world / "corpus.jsonl")
     trainer = Trainer(config, read_qa_jsonl(world / "train.jsonl"), retriever, policy_dir, out, world,
-                      accelerator=accelerator)
-    trainer.sampler.reward = TokenSumReward()
+                      accelerator=accelerator, sampler=sampler_for(config, TokenSumReward()))
     trainer.train()
     model = accelerator.unwrap_model(trainer.module).model
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])

@@ -12,8 +12,9 @@ from token_sum_reward import TokenSumReward
 
 from slate.algorithms.losses import policy_loss
 from slate.data.records import read_qa_jsonl
+from slate.methods import sampler_for
 from slate.retrieval.bm25 import Bm25Retriever
-from slate.rollout.samplers import Sample
+from slate.samples import Sample
 from slate.trainer.batching import make_units, micro_tensors, pack_micro_batches, padded_tokens, prefix_len
 from slate.trainer.forward import _head_logprobs, pad_batch, token_logprobs
 from slate.trainer.loop import Trainer
@@ -54,10 +55,9 @@ def test_micro_tensors_of_groups_with_different_prefixes() -> None:
 
 def _trainer(tiny_world: Path, policy_dir: Path, out: Path, method: str) -> Trainer:
     config = tiny_run_config(tiny_world, method, micro_batch_tokens=300)
-    built = Trainer(config, read_qa_jsonl(tiny_world / "train.jsonl"),
-                    Bm25Retriever.from_corpus(tiny_world / "corpus.jsonl"), policy_dir, out, tiny_world)
-    built.sampler.reward = TokenSumReward()
-    return built
+    return Trainer(config, read_qa_jsonl(tiny_world / "train.jsonl"),
+                   Bm25Retriever.from_corpus(tiny_world / "corpus.jsonl"), policy_dir, out, tiny_world,
+                   sampler=sampler_for(config, TokenSumReward()))
 
 
 def _unbatched(trainer: Trainer, samples: list[Sample]) -> tuple[float, list[torch.Tensor]]:
@@ -88,7 +88,7 @@ def test_packed_update_equals_unbatched_loss_and_gradient(tiny_world: Path, tiny
     trainer = _trainer(tiny_world, tiny_policy_dir, tmp_path, method)
     trainer.config.trainer.tree_packing = trees
     records = read_qa_jsonl(tiny_world / "train.jsonl")[:4]
-    samples = trainer.sampler.sample(records).samples
+    samples = trainer.sampler.sample(trainer.engine, records).samples
     for i, sample in enumerate(samples):  # a spread of advantages and off-policy ratios, so every term is live
         sample.advantages = [(0.3 * (i % 5) - 0.6) if m else 0.0 for m in sample.loss_mask]
         sample.old_logprobs = [lp - 0.05 * (i % 3) if m else 0.0 for lp, m in zip(sample.old_logprobs,
@@ -101,8 +101,8 @@ def test_packed_update_equals_unbatched_loss_and_gradient(tiny_world: Path, tiny
         # a pass and there is more than one pass
         ordered = sorted(units, key=lambda u: (prefix_len(u), max(len(s.token_ids) for s in u)))
         trainer.config.trainer.micro_batch_tokens = padded_tokens(ordered[:2], grouped)
-    trainer._fill_reference_logprobs(units, grouped)
-    micros = trainer._micro_batches(units, grouped)
+    trainer.fill_reference_logprobs(units, grouped)
+    micros = trainer.micro_batches(units, grouped)
     assert 1 < len(micros) < len(units)  # several units per pass, and more than one pass
     if grouped:
         assert any(len({prefix_len(u) for u in m}) > 1 for m in micros)  # different prefixes share a pass
@@ -173,14 +173,14 @@ def test_bf16_update_is_close_to_the_float32_update(tiny_world: Path, tiny_polic
     trainer = _trainer(tiny_world, tiny_policy_dir, tmp_path, method)
     fp32 = _trainer(tiny_world, tiny_policy_dir, tmp_path / "fp32", method)
     trainer.bf16_autocast = trainer.module.bf16_autocast = True
-    samples = trainer.sampler.sample(read_qa_jsonl(tiny_world / "train.jsonl")[:4]).samples
+    samples = trainer.sampler.sample(trainer.engine, read_qa_jsonl(tiny_world / "train.jsonl")[:4]).samples
     for i, sample in enumerate(samples):
         sample.advantages = [(0.3 * (i % 5) - 0.6) if m else 0.0 for m in sample.loss_mask]
     results = []
     for run in (fp32, trainer):
         units, grouped = make_units(samples, trees=False)
-        run._fill_reference_logprobs(units, grouped)
-        micros = run._micro_batches(units, grouped)
+        run.fill_reference_logprobs(units, grouped)
+        micros = run.micro_batches(units, grouped)
         run.optimizer.zero_grad(set_to_none=True)
         loss, _ = run.accumulate_gradients(micros, len(micros), grouped)
         results.append((loss, torch.cat([p.grad.flatten() for p in run.policy.model.parameters()]),

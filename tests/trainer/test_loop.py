@@ -11,6 +11,7 @@ from token_sum_reward import TokenSumReward
 
 from slate.data.records import read_qa_jsonl
 from slate.errors import TrainingError
+from slate.methods import sampler_for
 from slate.retrieval.bm25 import Bm25Retriever
 from slate.rollout.policy import load_hf_policy
 from slate.trainer import checkpoint
@@ -20,9 +21,8 @@ from slate.trainer.loop import Trainer, questions_for_step
 def _trainer(tiny_world: Path, policy_dir: Path, out: Path, method: str = "searchr1", **trainer) -> Trainer:
     config = tiny_run_config(tiny_world, method, **trainer)
     retriever = Bm25Retriever.from_corpus(tiny_world / "corpus.jsonl")
-    built = Trainer(config, read_qa_jsonl(tiny_world / "train.jsonl"), retriever, policy_dir, out, tiny_world)
-    built.sampler.reward = TokenSumReward()
-    return built
+    return Trainer(config, read_qa_jsonl(tiny_world / "train.jsonl"), retriever, policy_dir, out, tiny_world,
+                   sampler=sampler_for(config, TokenSumReward()))
 
 
 def _params(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -66,8 +66,8 @@ def test_non_finite_losses_skip_then_stop(tiny_world: Path, tiny_policy_dir: Pat
     before = _params(trainer)
     original = trainer.sampler.sample
 
-    def poisoned(records):
-        batch = original(records)
+    def poisoned(engine, records):
+        batch = original(engine, records)
         for sample in batch.samples:
             sample.advantages = [math.nan if m else 0.0 for m in sample.loss_mask]
         return batch

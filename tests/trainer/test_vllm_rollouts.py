@@ -28,6 +28,7 @@ from token_sum_reward import TokenSumReward
 from slate.config import RunConfig, load_config
 from slate.data.records import read_qa_jsonl
 from slate.eval.evaluate import evaluate
+from slate.methods import sampler_for
 from slate.retrieval.bm25 import Bm25Retriever
 from slate.rollout.engine import RolloutEngine
 from slate.rollout.policy import load_hf_policy
@@ -136,13 +137,14 @@ def _config(tiny_world: Path, method: str, url: str, sync: str) -> RunConfig:
 def _run_two_steps(tiny_world: Path, policy_dir: Path, out: Path, method: str, url: str, sync: str):
     config = _config(tiny_world, method, url, sync)
     retriever = Bm25Retriever.from_corpus(tiny_world / "corpus.jsonl")
-    trainer = Trainer(config, read_qa_jsonl(tiny_world / "train.jsonl"), retriever, policy_dir, out, tiny_world)
-    trainer.sampler.reward = TokenSumReward()  # a random policy needs a reward with spread, or nothing trains
+    # a random policy needs a reward with spread, or nothing trains
+    trainer = Trainer(config, read_qa_jsonl(tiny_world / "train.jsonl"), retriever, policy_dir, out, tiny_world,
+                      sampler=sampler_for(config, TokenSumReward()))
     sampled: list[tuple[int, list]] = []  # (version being trained, the step's samples)
     original = trainer.sampler.sample
 
-    def recording(records):
-        batch = original(records)
+    def recording(engine, records):
+        batch = original(engine, records)
         sampled.append((trainer.state.step, batch.samples))
         return batch
 

@@ -15,11 +15,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from slate.cli.main import console, fail, out, print_eval_table, setup_logging
+from slate.cli.common import console, fail, out, print_eval_table, setup_logging
 from slate.config import load_config, save_config
 from slate.data.records import read_qa_jsonl
 from slate.errors import SlateError
 from slate.eval.evaluate import evaluate
+from slate.methods import method_of
 from slate.retrieval.bm25 import Bm25Retriever
 from slate.rollout.engine import RolloutEngine
 from slate.rollout.policy import load_hf_policy
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
             if not (run_dir / "policy" / "config.json").is_file():
                 console.print(f"[bold]{name}[/]: {config.trainer.steps} RL steps of "
                               f"{config.trainer.questions_per_step} questions, k = {config.rollout.group_size}"
-                              + (", oracle judge" if slug.startswith("slate") and config.judge.backend == "oracle"
+                              + (", oracle judge" if method_of(config).needs_judge and config.judge.backend == "oracle"
                                  else "")
                               + "…")
                 trainer = Trainer(config, read_qa_jsonl(world_dir / "train.jsonl"), retriever, sft_dir, run_dir,

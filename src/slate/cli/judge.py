@@ -20,6 +20,7 @@ from typing import Any
 
 import typer
 
+from slate.cli.common import console, fail, out, resolve_world
 from slate.data.records import QARecord
 from slate.errors import ConfigError, DataError, SlateError
 from slate.retrieval.base import Retriever
@@ -31,12 +32,6 @@ judge_app = typer.Typer(no_args_is_help=True, help="Check an LLM judge against t
 
 def register(app: typer.Typer) -> None:
     app.add_typer(judge_app, name="judge")
-
-
-def _cli() -> Any:
-    import slate.cli.main as main  # imported here: cli.main imports this module to register the commands
-
-    return main
 
 
 def scripted_episodes(world_dir: Path, retriever: Retriever, records: list[QARecord], max_steps: int, top_k: int,
@@ -75,7 +70,7 @@ def policy_episodes(policy_dir: Path, fallback_config: Any, world_dir: Path, rec
 
 def _passages_cut(episodes: list[Episode], max_context_chars: int) -> tuple[int, int]:
     """(passages cut, characters left out) over the contexts of every judged step, as the reward counts them."""
-    from slate.rewards.judged import context_cut
+    from slate.judge.items import context_cut
 
     cuts = [context_cut(episode, index, max_context_chars) for episode in episodes
             for index, step in enumerate(episode.steps) if step.action != "invalid" and not step.is_forced]
@@ -99,21 +94,20 @@ def audit_cmd(
 
     from slate.config import load_config
     from slate.data.records import read_qa_jsonl
+    from slate.judge import build_judge
     from slate.judge.audit import audit, format_audit_markdown, format_cut_comparison
-    from slate.judge.config import build_judge
     from slate.judge.items import items_from_episodes
     from slate.judge.oracle import OracleJudge
     from slate.retrieval.factory import build_retriever
 
-    cli = _cli()
     try:
         config = load_config(judge_path, overrides)
-        world_dir = cli._resolve_world(config, world)
+        world_dir = resolve_world(config, world)
         records = read_qa_jsonl(world_dir / "dev.jsonl")[:n]
         if not records:
             raise DataError(f"{world_dir / 'dev.jsonl'}: no questions. Rebuild the world with `slate world build`.")
         if policy_dir is not None:
-            cli.console.print(f"rolling out {policy_dir} on {len(records)} dev questions")
+            console.print(f"rolling out {policy_dir} on {len(records)} dev questions")
             episodes = policy_episodes(policy_dir, config, world_dir, records, seed)
             source = f"rollouts of {policy_dir} (sampled, seed {seed})"
         else:
@@ -132,9 +126,9 @@ def audit_cmd(
         report = audit(judge, OracleJudge(), items, **checks)
         if budget is not None:
             cut_report = audit(judge, OracleJudge(), items_from_episodes(episodes, budget), **checks)
-        stats = judge.stats()
+        stats = {key.removeprefix('judge/'): value for key, value in judge.metrics().items()}
     except SlateError as error:
-        cli.fail(error)
+        fail(error)
     steps = len(items) // 2  # two items per judged step
     text = (f"Steps: {source}, {len(episodes)} dev questions of {world_dir}: {steps} judged steps, {len(items)} "
             f"items ({date.today().isoformat()}).\n\n" + format_audit_markdown(report))
@@ -142,12 +136,12 @@ def audit_cmd(
         passages, chars = _passages_cut(episodes, budget)
         text += (f"\nWith judge.max_context_chars={budget}: {passages} retrieved passages of the judged steps' "
                  f"contexts cut, {chars} characters left out.\n\n" + format_cut_comparison(report, cut_report, budget))
-    cli.out.print(Markdown(text))
-    cli.console.print(f"judge {judge.name}: {stats['calls']:.0f} calls ({stats['group_calls']:.0f} for groups, "
+    out.print(Markdown(text))
+    console.print(f"judge {judge.name}: {stats['calls']:.0f} calls ({stats['group_calls']:.0f} for groups, "
                       f"{stats['group_fallbacks']:.0f} group fallbacks), {stats['cache_hits']:.0f} cache hits, "
                       f"{stats['failures']:.0f} failed ({stats['parse_failures']:.0f} unparsable), "
                       f"{stats['prompt_tokens']:.0f} prompt tokens")
     if out_file is not None:
         out_file.parent.mkdir(parents=True, exist_ok=True)
         out_file.write_text(text)
-        cli.console.print(f"wrote the report to {out_file}")
+        console.print(f"wrote the report to {out_file}")

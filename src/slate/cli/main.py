@@ -2,43 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
+from slate.cli.common import console, duration, fail, out, print_eval_table, progress, resolve_world, setup_logging
+from slate.cli.judge import register as register_judge
+from slate.cli.retrieval import register as register_retrieval
+from slate.cli.serve_policy import register as register_serve_policy
 from slate.errors import SlateError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="slate-rl: RL for search-augmented reasoning.")
 world_app = typer.Typer(no_args_is_help=True, help="Build and inspect the synthetic multi-hop world.")
 app.add_typer(world_app, name="world")
-console = Console(stderr=True)
-out = Console()
+register_retrieval(app)
+register_judge(app)
+register_serve_policy(app)
+logger = logging.getLogger("slate.cli")
 
 
-def setup_logging(verbose: bool = False) -> None:
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()  # our own bars report progress; theirs only clutter
-    transformers.utils.logging.set_verbosity_error()
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=console, show_path=False)], force=True)
-    if not verbose:
-        logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets its own logger to DEBUG on index loads
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request to a rollout or judge server
-
-
-def fail(error: Exception) -> None:
-    """Print a SlateError as one red line and exit 1: bad input never shows a traceback."""
-    # the message is plain text: brackets in it (a list of tags, a file:line) must not be read as markup
-    console.print(Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True)
-    raise typer.Exit(code=1)
+@app.callback()
+def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log lines too.")) -> None:
+    """Runs before every command, however ``slate`` was started (the installed script calls ``app``)."""
+    setup_logging(verbose)
 
 
 @world_app.command("build")
@@ -97,29 +89,6 @@ def search(
         out.print(table)
 
 
-def _resolve_world(config, world: Path | None) -> Path:
-    """``--world`` wins over ``world.dir``; a missing world is built when the config allows it."""
-    from slate.errors import ConfigError
-    from slate.world.build import build_world, write_world
-
-    world_dir = Path(world) if world is not None else Path(config.world.dir)
-    if not (world_dir / "corpus.jsonl").is_file():
-        if world is not None or not config.world.build_if_missing:
-            raise ConfigError(f"{world_dir}: no world here (no corpus.jsonl). Build one with "
-                              f"`slate world build --out {world_dir}`.")
-        console.print(f"building the world at {world_dir} (seed {config.world.seed}, size {config.world.size})")
-        write_world(build_world(config.world.seed, config.world.size, config.world.max_hops), world_dir,
-                    config.world.seed, config.world.size, config.world.max_hops)
-    return world_dir
-
-
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
-
-
 @app.command("sft")
 def sft(
     config_path: list[Path] = typer.Option(..., "--config", help="YAML preset, e.g. configs/tiny.yaml; repeat to "
@@ -141,19 +110,19 @@ def sft(
 
     try:
         config = load_config(config_path, overrides)
-        world_dir = _resolve_world(config, world)
+        world_dir = resolve_world(config, world)
         retriever = build_retriever(config.retrieval, world_dir)
         records = read_qa_jsonl(world_dir / "train.jsonl")
         runs = [(config, out_dir)]
         if seeds is not None:
             runs = [(config.model_copy(update={"sft": config.sft.model_copy(update={"seed": seed})}),
                      out_dir / f"seed_{seed}") for seed in parse_seeds(seeds)]
-        with _progress() as progress:
+        with progress() as bar:
             for run_config, run_dir in runs:
-                task = progress.add_task(f"SFT seed {run_config.sft.seed}", total=None, info="")
+                task = bar.add_task(f"SFT seed {run_config.sft.seed}", total=None, info="")
 
                 def on_step(step: int, total: int, loss: float, task=task) -> None:
-                    progress.update(task, completed=step, total=total, info=f"loss {loss:.3f}")
+                    bar.update(task, completed=step, total=total, info=f"loss {loss:.3f}")
 
                 train_sft(run_config, records, retriever, world_dir, run_dir, init=init, on_step=on_step)
                 save_config(run_config, run_dir / "slate_config.yaml")
@@ -186,7 +155,7 @@ def sft_select(
     try:
         saved = candidates[0] / "slate_config.yaml"
         config = load_config(config_path or (saved if saved.is_file() else None), overrides)
-        world_dir = _resolve_world(config, world)
+        world_dir = resolve_world(config, world)
         dev = read_qa_jsonl(world_dir / "dev.jsonl")[:questions]
         selection = select_warm_start(candidates, dev, build_retriever(config.retrieval, world_dir), config, out_dir)
     except SlateError as error:
@@ -224,11 +193,14 @@ def train(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config, resolve data, retriever and judge, "
                                                          "print the plan; load no weights, contact no server."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
+    overwrite: bool = typer.Option(False, help="--out holds an earlier run: move it aside (OUT.replaced-TIME) and "
+                                               "start again."),
     overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. trainer.steps=10 rollout.group_size=4."),
 ) -> None:
     """RL training with the configured method (searchr1, stepsearch, slate, ablations)."""
     from slate.config import load_config
     from slate.errors import ConfigError
+    from slate.trainer.checkpoint import prepare_run_dir
 
     try:
         config = load_config(config_path, overrides)
@@ -241,6 +213,11 @@ def train(
             return
         if out_dir is None:
             raise ConfigError("slate train needs --out DIR (the run directory), unless --dry-run.")
+        if resume and overwrite:
+            raise ConfigError("--resume continues the run in --out and --overwrite moves it aside: pass one.")
+        aside = prepare_run_dir(out_dir, resume, overwrite)  # before anything is loaded or written
+        if aside is not None:
+            console.print(f"moved the previous run aside to {aside}")
         _run_training(config, init, out_dir, world, resume)
     except SlateError as error:
         fail(error)
@@ -254,12 +231,12 @@ def _training_questions(config, world: Path | None):
 
     if config.data.train:
         needs_world = world is not None or (config.retrieval.backend == "bm25" and not config.retrieval.corpus)
-        world_dir = _resolve_world(config, world) if needs_world else None
+        world_dir = resolve_world(config, world) if needs_world else None
         train_records = load_mixture(config.data.train, config.trainer.seed, config.data.max_questions)
         eval_records = load_mixture(config.data.eval, config.trainer.seed, config.trainer.eval_questions,
                                     what="eval") if config.data.eval else []
         return train_records, eval_records, world_dir
-    world_dir = _resolve_world(config, world)
+    world_dir = resolve_world(config, world)
     eval_records = read_qa_jsonl(world_dir / "dev.jsonl")[: config.trainer.eval_questions]
     return read_qa_jsonl(world_dir / "train.jsonl"), eval_records, world_dir
 
@@ -276,16 +253,24 @@ def _run_training(config, init: Path | None, out_dir: Path, world: Path | None, 
     if trainer.accelerator.is_main_process:
         console.print(f"[bold]{config.trainer.method}[/] for {config.trainer.steps} steps on "
                       f"{len(train_records)} questions → {out_dir}")
-    with _progress() as progress:
-        task = progress.add_task(config.trainer.method, total=config.trainer.steps, info="")
+    # a bar on a terminal; elsewhere the log line of each step is the progress report
+    bar = progress() if console.is_terminal else None
+    task = bar.add_task(config.trainer.method, total=config.trainer.steps, info="") if bar is not None else None
+    timing = {"seconds": 0.0, "steps": 0}  # the steps this process ran (a resumed run starts after its checkpoint)
 
-        def on_step(step: int, total: int, m: dict[str, float]) -> None:
-            summary = (f"reward {m['reward/mean']:.2f} | EM {m['rollout/em']:.2f} | kl {m['loss/kl']:.4f} | "
-                       f"clip {m['loss/clip_frac']:.3f} | {m['time/rollout_s'] + m['time/update_s']:.1f} s")
-            progress.update(task, completed=step, info=summary)
-            if trainer.accelerator.is_main_process:
-                logging.getLogger("slate.train").info("step %d/%d | %s", step, total, summary)
+    def on_step(step: int, total: int, m: dict[str, float]) -> None:
+        took = m["time/rollout_s"] + m["time/update_s"]
+        timing["seconds"] += took
+        timing["steps"] += 1
+        summary = (f"reward {m['reward/mean']:.2f} | EM {m['rollout/em']:.2f} | kl {m['loss/kl']:.4f} | "
+                   f"clip {m['loss/clip_frac']:.3f} | {took:.1f} s")
+        if bar is not None:
+            bar.update(task, completed=step, info=summary)
+        if trainer.accelerator.is_main_process:
+            logger.info("step %d/%d | %s | ETA %s", step, total, summary,
+                        duration(timing["seconds"] / timing["steps"] * (total - step)))
 
+    with bar if bar is not None else contextlib.nullcontext():
         trainer.train(resume=resume, on_step=on_step)
 
 
@@ -305,25 +290,38 @@ def print_plan(config, init: Path | None, world: Path | None) -> None:
     out.print("dry run: config valid; no weights loaded, no server contacted.")
 
 
-def print_eval_table(result: dict, title: str) -> None:
-    table = Table(title=title)
-    for column in ("split", "n", "EM", "F1", "valid", "searches"):
-        table.add_column(column, justify="right")
-    rows = [(f"{hops}-hop", m) for hops, m in result.get("by_hops", {}).items()]
-    rows += list(result.get("by_dataset", {}).items())
-    if "macro" in result:
-        rows.append(("macro", {"n": "", **result["macro"]}))
-    rows.append(("overall", result))
-    for name, m in rows:
-        table.add_row(name, str(m["n"]), f"{m['em']:.3f}", f"{m['f1']:.3f}", f"{m['valid_rate']:.3f}",
-                      f"{m['searches']:.2f}")
-    out.print(table)
+def eval_config(policy_dir: Path | None, config_paths: list[Path] | None, overrides: list[str] | None):
+    """(config, where its settings came from, whether they were chosen rather than defaulted): ``--config``, else
+    the config saved with the policy (``slate_config.yaml`` beside it, or a checkpoint's ``config.yaml`` above it),
+    else the built-in defaults; the overrides apply to any of them."""
+    from slate.config import load_config
+
+    extra = f" + overrides {' '.join(overrides)}" if overrides else ""
+    if config_paths:
+        return load_config(config_paths, overrides), f"--config {', '.join(map(str, config_paths))}{extra}", True
+    if policy_dir is not None:
+        for saved in (policy_dir / "slate_config.yaml", policy_dir.parent / "config.yaml"):
+            if saved.is_file():
+                return load_config(saved, overrides), f"saved with the policy: {saved}{extra}", True
+    return load_config(None, overrides), f"the built-in defaults{extra}", False
+
+
+def describe_rollout(config) -> str:
+    """The settings that change what an evaluation measures, in one line."""
+    from slate.rollout.prompt import resolve_template
+
+    rc, r = config.rollout, config.retrieval
+    prompt = resolve_template(rc.prompt_template).strip()
+    return (f"prompt {prompt[:60]!r}{'…' if len(prompt) > 60 else ''}, B = {rc.max_steps} steps, "
+            f"{rc.max_step_tokens} tokens per step, {rc.max_information_tokens} information tokens, "
+            f"{r.backend} top-{r.top_k}")
 
 
 @app.command("eval")
 def evaluate_cmd(
-    policy_dir: Path | None = typer.Option(None, "--policy", help="A checkpoint directory (SFT or RL output); "
-                                                                 "default: the config's model (model.source)."),
+    policy_dir: Path | None = typer.Option(None, "--policy", help="A checkpoint directory (SFT output, or a run "
+                                                                 "directory of slate train: its policy/); default: "
+                                                                 "the config's model (model.source)."),
     data: list[Path] = typer.Option(None, "--data", help="Question files (FlashRAG jsonl, Search-R1 parquet, "
                                                         "{question, answer} json/jsonl). Default: the world's dev."),
     config_path: list[Path] = typer.Option(None, "--config", help="YAML preset (retrieval, rollout settings), "
@@ -335,20 +333,28 @@ def evaluate_cmd(
     overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. retrieval.top_k=5."),
 ) -> None:
     """Greedy evaluation: EM, F1, valid rate and searches, by hop count or by dataset."""
-    from slate.config import load_config
     from slate.eval.evaluate import evaluate
     from slate.eval.tables import format_markdown
     from slate.retrieval.factory import build_retriever
     from slate.rollout.engine import RolloutEngine
-    from slate.rollout.policy import load_policy
+    from slate.rollout.policy import load_policy, policy_dir_of
 
     try:
-        saved = policy_dir / "slate_config.yaml" if policy_dir is not None else None
-        config = load_config(config_path or (saved if saved is not None and saved.is_file() else None), overrides)
-        needs_world = world is not None or not data or (config.retrieval.backend == "bm25" and not \
-            config.retrieval.corpus)
-        world_dir = _resolve_world(config, world) if needs_world else None
-        records = _load_questions(data or [world_dir / "dev.jsonl"], limit)
+        policy_dir = policy_dir_of(policy_dir) if policy_dir is not None else None
+        config, source, chosen = eval_config(policy_dir, config_path, overrides)
+        console.print(Text(f"rollout settings ({source}): {describe_rollout(config)}"), soft_wrap=True)
+        if policy_dir is not None and not chosen:
+            console.print(Text.assemble(("warning: ", "bold yellow"), f"{policy_dir} carries no slate_config.yaml, "
+                                        "so it is evaluated with the built-in rollout settings, which may not be those "
+                                        "it was trained with (another prompt, budget or token caps change the "
+                                        "scores); pass --config with its training preset."), soft_wrap=True)
+        if data:  # the questions first, so a bad file is refused before anything else; never a world built for them
+            records = _load_questions(data, limit)
+            needs_world = world is not None or (config.retrieval.backend == "bm25" and not config.retrieval.corpus)
+            world_dir = resolve_world(config, world, may_build=False) if needs_world else None
+        else:
+            world_dir = resolve_world(config, world)
+            records = _load_questions([world_dir / "dev.jsonl"], limit)
         policy = load_policy(config.model, policy_dir)
         engine = RolloutEngine(policy, build_retriever(config.retrieval, world_dir), config.rollout,
                                top_k=config.retrieval.top_k, max_retries=config.retrieval.max_retries)
@@ -356,6 +362,7 @@ def evaluate_cmd(
     except SlateError as error:
         fail(error)
     result["rollout_counters"] = dict(engine.counters)
+    result["rollout_settings"] = {"source": source, **config.rollout.model_dump(mode="json")}
     name = str(policy_dir) if policy_dir is not None else policy.name
     print_eval_table(result, name)
     if out_json is not None:
@@ -370,21 +377,7 @@ def _load_questions(paths: list[Path], limit: int | None):
     return [record for path in paths for record in load_qa(path, limit=limit)]
 
 
-def _register_subcommands() -> None:
-    from slate.cli.judge import register as register_judge
-    from slate.cli.retrieval import register as register_retrieval
-    from slate.cli.serve_policy import register as register_serve_policy
-
-    register_retrieval(app)
-    register_judge(app)
-    register_serve_policy(app)
-
-
-_register_subcommands()
-
-
 def main() -> None:
-    setup_logging()
     app()
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import typer
 
+from slate.cli.common import fail, out
 from slate.errors import SlateError
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -24,18 +24,6 @@ def _quiet_openmp() -> None:
     other on a small or shared CPU (10x slower query encoding measured on 2 busy cores). Must run before either
     library is imported; an explicit OMP_WAIT_POLICY in the environment wins."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def _fail(error: Exception) -> None:
-    from slate.cli.main import fail  # imported here: cli.main imports this module to register the commands
-
-    fail(error)
-
-
-def _out() -> Any:
-    from slate.cli.main import out
-
-    return out
 
 
 @index_app.command("build")
@@ -74,8 +62,8 @@ def index_build(
         else:
             raise SlateError(f"unknown --backend {backend!r}; choose bm25 or dense.")
     except SlateError as error:
-        _fail(error)
-    _out().print(f"wrote index to {out_dir}: {summary}")
+        fail(error)
+    out.print(f"wrote index to {out_dir}: {summary}")
 
 
 @index_app.command("link")
@@ -93,8 +81,8 @@ def index_link(
     try:
         meta = link_dense_index(faiss_index, corpus, encoder, out_dir, query_prefix, passage_prefix)
     except SlateError as error:
-        _fail(error)
-    _out().print(f"linked {meta.passages} passages ({meta.kind}, dim {meta.dim}) into {out_dir}")
+        fail(error)
+    out.print(f"linked {meta.passages} passages ({meta.kind}, dim {meta.dim}) into {out_dir}")
 
 
 def serve_retriever(
@@ -118,9 +106,9 @@ def serve_retriever(
                               max_body_bytes=max_body_bytes)
         serve(index, host=host, port=port, limits=limits, mmap=mmap)
     except ImportError as error:
-        _fail(SlateError(f"serve-retriever needs fastapi and uvicorn ({error}); install slate-rl[server]."))
+        fail(SlateError(f"serve-retriever needs fastapi and uvicorn ({error}); install slate-rl[server]."))
     except SlateError as error:
-        _fail(error)
+        fail(error)
 
 
 def register(app: typer.Typer) -> None:

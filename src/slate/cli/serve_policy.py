@@ -27,6 +27,7 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
+from slate.cli.common import console, fail, out
 from slate.errors import SlateError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -187,8 +188,6 @@ def register(app: typer.Typer) -> None:
         extra: list[str] = typer.Argument(None, help="More vLLM flags, after --."),
     ) -> None:
         """Serve a policy with vLLM for rollouts; prints the URL for rollout.server_urls once it answers."""
-        from slate.cli.main import console, fail, out
-
         work_dir = Path(tempfile.mkdtemp(prefix="slate-serve-"))
         try:
             argv, env = server_command(policy_dir, port, host, lora, max_lora_rank, dtype, eager, max_model_len,

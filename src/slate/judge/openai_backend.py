@@ -26,6 +26,7 @@ groups (then, for those that fail too, item by item), each fallback counted in `
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -35,107 +36,27 @@ from typing import Any, Literal
 import openai
 from openai.types.chat import ChatCompletion
 
+from slate.config import JudgeConfig
 from slate.errors import JudgeError
 from slate.judge.cache import JudgeCache, cache_key
-from slate.judge.group import (
-    build_group_messages,
-    group_response_format,
-    parse_group_reply,
-    shared_part,
-    sibling_groups,
-)
+from slate.judge.group import build_group_messages, shared_part, sibling_groups
 from slate.judge.parse import parse_reply
 from slate.judge.prompts import Message, build_messages
-from slate.judge.step_group import (
-    Step,
-    build_step_group_messages,
-    find_steps,
-    parse_step_group_reply,
-    step_dimensions,
-    step_group_response_format,
-    step_groups,
+from slate.judge.replies import GROUP, read_verdicts
+from slate.judge.schemas import (
+    VERDICT_SCHEMA,
+    StructuredOutput,
+    group_schema,
+    response_format,
+    step_group_schema,
 )
+from slate.judge.step_group import StepItems, build_step_group_messages, find_steps, step_dimensions, step_groups
 from slate.judge.types import JudgeItem, JudgeStats, JudgeVerdict
 
 logger = logging.getLogger(__name__)
 
-StructuredOutput = Literal["json_schema", "json_object"]
 JudgeMode = Literal["item", "group", "group_steps"]
-JUDGE_MODES: tuple[str, ...] = ("item", "group", "group_steps")
-
-VERDICT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"reasoning": {"type": "string"}, "score": {"type": "integer", "enum": [-1, 0, 1]}},
-    "required": ["reasoning", "score"],
-    "additionalProperties": False,
-}
-LLAMA_CPP_REASONING_CHARS = 400
 _RETRY_STATUSES = frozenset({408, 409, 429})
-
-
-def response_format_for(structured_output: StructuredOutput | None) -> dict[str, Any] | None:
-    """The ``response_format`` body for each dialect.
-
-    ``json_schema``: OpenAI / vLLM / SGLang, ``{"type": "json_schema", "json_schema": {"name", "strict", "schema"}}``.
-    ``json_object``: llama.cpp server, ``{"type": "json_object", "schema": {...}}`` (grammar-constrained); there the
-    reasoning is also capped at ``LLAMA_CPP_REASONING_CHARS`` characters, so that the grammar closes the string and
-    reaches the score before ``max_tokens`` (a small model otherwise reasons until it is cut off, unparsable), and
-    a group's candidates are fixed in order (``fixed_candidate_order``).
-    """
-    if structured_output is None:
-        return None
-    if structured_output == "json_schema":
-        return {"type": "json_schema",
-                "json_schema": {"name": "judge_verdict", "strict": True, "schema": VERDICT_SCHEMA}}
-    if structured_output == "json_object":
-        return {"type": "json_object", "schema": llama_cpp_schema(VERDICT_SCHEMA)}
-    raise JudgeError(f"judge.structured_output={structured_output!r} is not known; use null, 'json_schema' "
-                     "(OpenAI, vLLM, SGLang) or 'json_object' (llama.cpp server).")
-
-
-def llama_cpp_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` as the ``json_object`` dialect sends it: reasoning capped (``capped_reasoning``) and every list of
-    candidate entries fixed in order (``fixed_candidate_order``)."""
-    return fixed_candidate_order(capped_reasoning(schema))
-
-
-def fixed_candidate_order(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` with every array of ``{"candidate": enum 1..k, ...}`` entries turned into a tuple
-    (``prefixItems``) whose i-th entry must name candidate i.
-
-    With an enum the grammar lets a small judge write one number twice and skip another, which fails the whole
-    group reply (SmolLM2-135M under llama.cpp's grammar did so in 10 of 10 packed step-group replies of an audit);
-    with the order fixed it can only give each candidate its score. The parser checks the numbers all the same."""
-    def fix(node: Any) -> Any:
-        if isinstance(node, list):
-            return [fix(value) for value in node]
-        if not isinstance(node, dict):
-            return node
-        node = {key: fix(value) for key, value in node.items()}
-        entry = node.get("items")
-        candidate = entry.get("properties", {}).get("candidate") if isinstance(entry, dict) else None
-        if node.get("type") == "array" and isinstance(candidate, dict) and "enum" in candidate:
-            numbers = candidate["enum"]
-            node = {"type": "array", "items": False, "minItems": len(numbers), "maxItems": len(numbers),
-                    "prefixItems": [{**entry, "properties": {**entry["properties"],
-                                                             "candidate": {"type": "integer", "const": number}}}
-                                    for number in numbers]}
-        return node
-    return fix(schema)
-
-
-def capped_reasoning(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` with every ``reasoning`` string property limited to ``LLAMA_CPP_REASONING_CHARS`` characters."""
-    def cap(node: Any) -> Any:
-        if isinstance(node, dict):
-            capped = {key: cap(value) for key, value in node.items()}
-            if isinstance(capped.get("properties"), dict) and "reasoning" in capped["properties"]:
-                capped["properties"]["reasoning"] = {"type": "string", "maxLength": LLAMA_CPP_REASONING_CHARS}
-            return capped
-        if isinstance(node, list):
-            return [cap(value) for value in node]
-        return node
-    return cap(schema)
 
 
 def _is_retryable(exc: Exception) -> bool:
@@ -153,17 +74,9 @@ class _Outcome:
 
 
 @dataclass(frozen=True)
-class _GroupResult:
-    """A group's verdicts, candidate 1 first, or None with the reason to judge its items one by one."""
-
-    verdicts: list[JudgeVerdict] | None
-    reason: str = ""
-    is_from_cache: bool = False
-
-
-@dataclass(frozen=True)
-class _StepGroupResult:
-    """A step group's verdicts per dimension, candidate 1 first, or None with the reason to fall back."""
+class _BatchResult:
+    """A group or step group's verdicts per dimension, candidate 1 first, or None with the reason to fall back to
+    smaller requests."""
 
     verdicts: dict[str, list[JudgeVerdict]] | None
     reason: str = ""
@@ -192,12 +105,6 @@ class OpenAIJudge:
             raise JudgeError(f"judge: environment variable {api_key_env} is not set (the API key for "
                              f"{base_url or 'api.openai.com'}). Export it — any non-empty value works for a local "
                              "vLLM, SGLang or llama.cpp server — or name another variable in judge.api_key_env.")
-        if max_concurrency < 1 or max_retries < 0 or max_group_size < 2 or max_prefixes_per_request < 1:
-            raise JudgeError(f"judge: max_concurrency={max_concurrency} must be >= 1, max_retries={max_retries} "
-                             f">= 0, max_group_size={max_group_size} >= 2 and max_prefixes_per_request="
-                             f"{max_prefixes_per_request} >= 1. Fix the judge section of the config.")
-        if mode not in JUDGE_MODES:
-            raise JudgeError(f"judge.mode={mode!r} is not known; use 'item', 'group' or 'group_steps'.")
         self.name = f"openai:{model}"
         self.model = model
         self.base_url = base_url
@@ -212,12 +119,23 @@ class OpenAIJudge:
         self.mode = mode
         self.max_group_size = max_group_size
         self.max_prefixes_per_request = max_prefixes_per_request
-        self._response_format = response_format_for(structured_output)
+        self._response_format = response_format(structured_output, VERDICT_SCHEMA, "judge_verdict")
         self._api_key = api_key
         self._stats = JudgeStats()
 
-    def stats(self) -> dict[str, float]:
-        return self._stats.read_and_reset()
+    @classmethod
+    def from_config(cls, config: JudgeConfig) -> OpenAIJudge:
+        """The judge ``config`` (``judge.backend=openai``) describes, with its reply cache if it names one."""
+        return cls(model=config.model, base_url=config.base_url, api_key_env=config.api_key_env,
+                   temperature=config.temperature, max_new_tokens=config.max_new_tokens,
+                   max_concurrency=config.max_concurrency, max_retries=config.max_retries,
+                   retry_base_delay_s=config.retry_base_delay_s, timeout_s=config.timeout_s,
+                   cache=JudgeCache(config.cache_path) if config.cache_path else None,
+                   structured_output=config.structured_output, mode=config.mode,
+                   max_group_size=config.max_group_size, max_prefixes_per_request=config.max_prefixes_per_request)
+
+    def metrics(self) -> dict[str, float]:
+        return self._stats.metrics()
 
     def request_params(self, group_size: int | None = None) -> dict[str, Any]:
         """Everything besides model and messages that shapes the reply; part of the cache key. ``group_size``:
@@ -225,19 +143,19 @@ class OpenAIJudge:
         # a group reply holds one verdict per candidate: its cap is that of one verdict times their number
         max_tokens = self.max_new_tokens * (group_size or 1)
         params: dict[str, Any] = {"temperature": self.temperature, "max_tokens": max_tokens}
-        response_format = (self._response_format if group_size is None
-                           else group_response_format(self.structured_output, group_size))
-        if response_format is not None:
-            params["response_format"] = response_format
+        body = (self._response_format if group_size is None
+                else response_format(self.structured_output, group_schema(group_size), "judge_group_verdicts"))
+        if body is not None:
+            params["response_format"] = body
         return params
 
     def step_group_params(self, k: int, dimensions: tuple[str, ...]) -> dict[str, Any]:
         """``request_params`` of a step-group request: one verdict's cap per candidate and dimension."""
         params: dict[str, Any] = {"temperature": self.temperature,
                                   "max_tokens": self.max_new_tokens * k * len(dimensions)}
-        response_format = step_group_response_format(self.structured_output, k, dimensions)
-        if response_format is not None:
-            params["response_format"] = response_format
+        body = response_format(self.structured_output, step_group_schema(k, dimensions), "judge_step_group_verdicts")
+        if body is not None:
+            params["response_format"] = body
         return params
 
     def score(self, items: list[JudgeItem]) -> list[JudgeVerdict]:
@@ -314,7 +232,7 @@ class OpenAIJudge:
                 fallback += group
                 reasons.append(result.reason)
                 continue
-            outcomes.update(zip(group, (_Outcome(v) for v in result.verdicts), strict=True))
+            outcomes.update(zip(group, (_Outcome(v) for v in result.verdicts[GROUP]), strict=True))
             answered += 0 if result.is_from_cache else len(group)
         if reasons:
             self._stats.add(group_fallbacks=len(reasons))
@@ -360,56 +278,43 @@ class OpenAIJudge:
                            len(groups), reasons[0])
         return [key for key in pending if key not in outcomes], answered
 
-    async def _ask_step_group(self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore,
-                              steps: list[Step]) -> _StepGroupResult:
+    async def _ask_batched(self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, messages: list[Message],
+                           params: dict[str, Any], k: int, dimensions: tuple[str, ...]) -> _BatchResult:
+        """One request scoring ``k`` candidates on ``dimensions`` (a group: ``(GROUP,)``), served from the cache when
+        a valid reply is there. An unreachable server fails every verdict; any other failure asks for a fallback."""
         structured = self._response_format is not None
-        dimensions = step_dimensions(steps[0])
-        messages = build_step_group_messages(steps, structured=structured)
-        params = self.step_group_params(len(steps), dimensions)
         key = cache_key(self.model, messages, params)
         cached = self.cache.get(key) if self.cache is not None else None
         if cached is not None:
-            parsed = parse_step_group_reply(cached, len(steps), dimensions, structured)
+            parsed = read_verdicts(cached, k, dimensions, structured)
             if not isinstance(parsed, str):
-                return _StepGroupResult(parsed, is_from_cache=True)
+                return _BatchResult(parsed, is_from_cache=True)
         reply = await self._request(client, semaphore, messages, params)
         self._stats.add(group_calls=1)
         if reply.text is None:
             if reply.is_unreachable:
-                return _StepGroupResult({d: [JudgeVerdict.failure(reply.error)] * len(steps) for d in dimensions})
-            return _StepGroupResult(None, reason=reply.error)
-        parsed = parse_step_group_reply(reply.text, len(steps), dimensions, structured)
-        if isinstance(parsed, str):
-            logger.debug("step-group reply did not parse (%s): %r", parsed, reply.text[:500])
-            return _StepGroupResult(None, reason=parsed)
-        if self.cache is not None:
-            self.cache.put(key, reply.text)
-        return _StepGroupResult(parsed)
-
-    async def _ask_group(self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore,
-                         items: list[JudgeItem]) -> _GroupResult:
-        structured = self._response_format is not None
-        messages = build_group_messages(items, structured=structured)
-        params = self.request_params(group_size=len(items))
-        key = cache_key(self.model, messages, params)
-        cached = self.cache.get(key) if self.cache is not None else None
-        if cached is not None:
-            parsed = parse_group_reply(cached, len(items), structured)
-            if not isinstance(parsed, str):
-                return _GroupResult(parsed, is_from_cache=True)
-        reply = await self._request(client, semaphore, messages, params)
-        self._stats.add(group_calls=1)
-        if reply.text is None:
-            if reply.is_unreachable:
-                return _GroupResult([JudgeVerdict.failure(reply.error)] * len(items))
-            return _GroupResult(None, reason=reply.error)
-        parsed = parse_group_reply(reply.text, len(items), structured)
+                return _BatchResult({d: [JudgeVerdict.failure(reply.error)] * k for d in dimensions})
+            return _BatchResult(None, reason=reply.error)
+        parsed = read_verdicts(reply.text, k, dimensions, structured)
         if isinstance(parsed, str):
             logger.debug("group reply did not parse (%s): %r", parsed, reply.text[:500])
-            return _GroupResult(None, reason=parsed)
+            return _BatchResult(None, reason=parsed)
         if self.cache is not None:
             self.cache.put(key, reply.text)
-        return _GroupResult(parsed)
+        return _BatchResult(parsed)
+
+    async def _ask_group(self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore,
+                         items: list[JudgeItem]) -> _BatchResult:
+        messages = build_group_messages(items, structured=self._response_format is not None)
+        return await self._ask_batched(client, semaphore, messages, self.request_params(group_size=len(items)),
+                                       len(items), (GROUP,))
+
+    async def _ask_step_group(self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore,
+                              steps: list[StepItems]) -> _BatchResult:
+        dimensions = step_dimensions(steps[0])
+        messages = build_step_group_messages(steps, structured=self._response_format is not None)
+        return await self._ask_batched(client, semaphore, messages, self.step_group_params(len(steps), dimensions),
+                                       len(steps), dimensions)
 
     async def _ask(self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, key: str,
                    item: JudgeItem) -> _Outcome:
@@ -457,3 +362,36 @@ class OpenAIJudge:
                 return _Reply(None, f"reply from {where} has no choices")
             return _Reply(response.choices[0].message.content or "")
         return _Reply(None, f"request failed after {self.max_retries + 1} attempts: {error}", is_unreachable=True)
+
+
+def planned_requests(items: list[JudgeItem], mode: str, max_group_size: int = 8,
+                     structured: bool = False, max_prefixes: int = 1) -> list[list[Message]]:
+    """The prompts a judge in ``mode`` (item, group or group_steps) sends for one batch on a cold cache, before any
+    fallback: identical items once; in group mode one prompt per sibling group, a lone item as an item prompt; in
+    group_steps mode first one prompt per step group (``step_group.py``; up to ``max_prefixes`` prefixes each),
+    then the items left over as in group mode: the plan ``OpenAIJudge.ascore`` follows.
+    For costing a run without a server (``benchmarks/judge_throughput.py`` counts their tokens)."""
+    prompts = [json.dumps(build_messages(item, structured=structured)) for item in items]
+    seen: set[str] = set()
+    unique: list[JudgeItem] = []  # first occurrences, in order, as the backend sends them
+    for item, prompt in zip(items, prompts, strict=True):
+        if prompt not in seen:
+            seen.add(prompt)
+            unique.append(item)
+    if mode == "item":
+        return [build_messages(item, structured=structured) for item in unique]
+    plan: list[list[Message]] = []
+    if mode == "group_steps":
+        pairs: list[tuple[str, str]] = []
+        steps = []
+        for think, action in find_steps(items):
+            if (prompts[think], prompts[action]) not in pairs:
+                pairs.append((prompts[think], prompts[action]))
+                steps.append((items[think], items[action]))
+        plan += [build_step_group_messages([steps[i] for i in members], structured)
+                 for members in step_groups(steps, max_group_size, max_prefixes)]
+        judged = {prompt for pair in pairs for prompt in pair}
+        unique = [item for item in unique if json.dumps(build_messages(item, structured=structured)) not in judged]
+    return plan + [build_group_messages([unique[i] for i in members], structured) if len(members) > 1
+                   else build_messages(unique[members[0]], structured=structured)
+                   for members in sibling_groups(unique, max_group_size)]

@@ -141,8 +141,8 @@ class OracleJudge:
         self.seed = seed
         self._stats = JudgeStats()
 
-    def stats(self) -> dict[str, float]:
-        return self._stats.read_and_reset()
+    def metrics(self) -> dict[str, float]:
+        return self._stats.metrics()
 
     def score(self, items: list[JudgeItem]) -> list[JudgeVerdict]:
         verdicts = [self._score_one(item) for item in items]

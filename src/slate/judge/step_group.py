@@ -29,10 +29,9 @@ The judge must grade each candidate against its own case only; whether a given j
 
 The reply must hold exactly one score per candidate *and* dimension: ``<score candidate="i" dimension="think">N
 </score>`` lines, or with structured output ``{"think": [{"candidate": i, "reasoning": str, "score": N}, ...],
-"query": [...]}`` with exactly k entries under each dimension asked and no other key. Anything else (a dimension
-missing or not asked, k − 1 scores in one dimension, a number twice or outside 1..k, a score outside {−1, 0, 1},
-prose, an empty reply) fails the whole step group; the backend then judges its items in per-dimension groups, and
-those that fail again item by item, each fallback counted in ``group_fallbacks``.
+"query": [...]}`` with exactly k entries under each dimension asked and no other key (read by ``replies.py``,
+schema in ``schemas.py``). A reply that does not fails the whole step group; the backend then judges its items in
+per-dimension groups, and those that fail again item by item, each fallback counted in ``group_fallbacks``.
 
 Candidate text is neutralised and fenced as in group mode (``prompts.fenced``): a candidate cannot close its fence,
 open another's or another dimension's, or plant a score tag; the parser reads only the judge's reply.
@@ -40,16 +39,13 @@ open another's or another dimension's, or plant a score tag; the parser reads on
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 from slate.judge.group import GROUP_PREAMBLE, shared_part
-from slate.judge.parse import load_json_reply
 from slate.judge.prompts import RUBRICS, SYSTEM_PROMPT, Message, fenced
-from slate.judge.types import SCORES, JudgeItem, JudgeKind, JudgeVerdict
+from slate.judge.types import JudgeItem, JudgeKind
 
-Step = tuple[JudgeItem, JudgeItem]  # (think item, query or answer item) of one candidate
+StepItems = tuple[JudgeItem, JudgeItem]  # (think item, query or answer item) of one candidate step
 
 STEP_PREAMBLE = """\
 Each candidate step below is graded on {n} dimensions, each against its own rubric: {names}. Grade every \
@@ -71,12 +67,6 @@ Reply with a JSON object only, with one key per dimension ({names}); under each,
 in order, where N is the integer -1, 0 or 1. Give each reasoning before its score."""
 
 _LABELS: dict[JudgeKind, str] = {"think": "THINKING", "query": "SEARCH_QUERY", "answer": "FINAL_ANSWER"}
-# Digits only for the candidate: the format line of the instruction (candidate="I" dimension="D") never parses.
-_STEP_SCORE_TAG = re.compile(r"<score\s+candidate\s*=\s*[\"']?(\d+)[\"']?\s+dimension\s*=\s*[\"']?(\w+)[\"']?\s*>"
-                             r"(.*?)</score>", re.IGNORECASE | re.DOTALL)
-_EXPLANATION_CHARS = 1000
-
-
 def is_step(think: JudgeItem, action: JudgeItem) -> bool:
     """Whether ``think`` and ``action`` are the two items of one candidate step (``judge_items`` order)."""
     return (think.kind == "think" and action.kind in ("query", "answer") and think.question == action.question
@@ -96,17 +86,17 @@ def find_steps(items: list[JudgeItem]) -> list[tuple[int, int]]:
     return pairs
 
 
-def step_dimensions(step: Step) -> tuple[JudgeKind, JudgeKind]:
+def step_dimensions(step: StepItems) -> tuple[JudgeKind, JudgeKind]:
     return ("think", step[1].kind)
 
 
-def step_shared_part(step: Step) -> tuple[Any, ...]:
+def step_shared_part(step: StepItems) -> tuple[Any, ...]:
     """Equal for sibling steps of one prefix with the same action kind (answers also share the ground truth)."""
     think, action = step
     return (action.kind, shared_part(think), action.golden_answers)
 
 
-def step_groups(steps: list[Step], max_group_size: int, max_prefixes: int = 1) -> list[list[int]]:
+def step_groups(steps: list[StepItems], max_group_size: int, max_prefixes: int = 1) -> list[list[int]]:
     """Indices of ``steps`` partitioned into step groups, in order of first appearance, chunked to
     ``max_group_size``; with ``max_prefixes`` > 1, chunks of one action kind from different prefixes are then packed
     into one request (first fit, in order), up to ``max_prefixes`` prefixes and ``max_group_size`` candidates."""
@@ -129,7 +119,7 @@ def step_groups(steps: list[Step], max_group_size: int, max_prefixes: int = 1) -
     return [[index for chunk in request for index in chunk] for request in packed]
 
 
-def step_cases(steps: list[Step]) -> list[list[int]]:
+def step_cases(steps: list[StepItems]) -> list[list[int]]:
     """Indices of ``steps`` by prefix (case), in order; raises if one case's candidates are not contiguous, since the
     prompt lists each case's candidates under it, numbered in order."""
     cases: list[list[int]] = []
@@ -147,13 +137,13 @@ def step_cases(steps: list[Step]) -> list[list[int]]:
     return cases
 
 
-def _candidate_block(number: int, step: Step) -> str:
+def _candidate_block(number: int, step: StepItems) -> str:
     think, action = step
     return (f"Candidate {number}:\n" + fenced(f"CANDIDATE_{number}_THINKING", think.text)
             + "\n" + fenced(f"CANDIDATE_{number}_{_LABELS[action.kind]}", action.text))
 
 
-def _context_blocks(step: Step, case: int | None = None) -> list[str]:
+def _context_blocks(step: StepItems, case: int | None = None) -> list[str]:
     """The question, trajectory and (for answers) ground truth of one prefix, fenced; named per case when packed."""
     think, action = step
     prefix = "" if case is None else f"CASE_{case}_"
@@ -165,7 +155,7 @@ def _context_blocks(step: Step, case: int | None = None) -> list[str]:
     return blocks
 
 
-def build_step_group_messages(steps: list[Step], structured: bool = False) -> list[Message]:
+def build_step_group_messages(steps: list[StepItems], structured: bool = False) -> list[Message]:
     """The chat messages for one step group: each dimension's rubric once, the shared context once, then
     candidates 1..k with their thinking and their query or answer. Steps of one action kind from several prefixes
     (``step_groups`` with ``max_prefixes`` > 1) become numbered cases, each with its context and its candidates."""
@@ -192,109 +182,3 @@ def build_step_group_messages(steps: list[Step], structured: bool = False) -> li
     instruction = _STEP_JSON_INSTRUCTION if structured else _STEP_TAG_INSTRUCTION
     parts.append(instruction.format(names=names, k=k, total=k * len(dimensions)))
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n\n".join(parts)}]
-
-
-def step_group_schema(k: int, dimensions: tuple[str, ...]) -> dict[str, Any]:
-    """JSON schema of a step-group reply: one list of exactly ``k`` entries per dimension, candidates 1..k."""
-    entry = {"type": "object",
-             "properties": {"candidate": {"type": "integer", "enum": list(range(1, k + 1))},
-                            "reasoning": {"type": "string"}, "score": {"type": "integer", "enum": list(SCORES)}},
-             "required": ["candidate", "reasoning", "score"], "additionalProperties": False}
-    scores = {"type": "array", "items": entry, "minItems": k, "maxItems": k}
-    return {"type": "object", "properties": {dimension: scores for dimension in dimensions},
-            "required": list(dimensions), "additionalProperties": False}
-
-
-def step_group_response_format(structured_output: str | None, k: int,
-                               dimensions: tuple[str, ...]) -> dict[str, Any] | None:
-    """``response_format`` for a step group, in the dialect of ``openai_backend.response_format_for``."""
-    if structured_output is None:
-        return None
-    schema = step_group_schema(k, dimensions)
-    if structured_output == "json_schema":
-        return {"type": "json_schema", "json_schema": {"name": "judge_step_group_verdicts", "strict": True,
-                                                       "schema": schema}}
-    from slate.judge.openai_backend import llama_cpp_schema  # here: openai_backend imports this module
-
-    return {"type": "json_object", "schema": llama_cpp_schema(schema)}
-
-
-def _is_score(value: Any) -> bool:
-    # bool is an int subclass: {"score": true} must not read as 1.
-    return isinstance(value, int) and not isinstance(value, bool) and value in SCORES
-
-
-Scores = dict[tuple[str, int], tuple[int, str]]  # (dimension, candidate) -> (score, reasoning)
-
-
-def _scores_from_json(reply: str, k: int, dimensions: tuple[str, ...]) -> Scores | str:
-    try:
-        # strict=False: a control character inside a reasoning string (a small judge under llama.cpp's grammar
-        # writes them) does not void the scores; the structure is checked below all the same.
-        obj = load_json_reply(reply, strict=False)
-    except json.JSONDecodeError as exc:
-        return f"step-group reply is not JSON ({exc.msg}): {reply[:200]!r}"
-    if not isinstance(obj, dict):
-        return "step-group reply is not a JSON object"
-    unknown = sorted(set(obj) - set(dimensions))
-    if unknown:
-        return f"step-group reply scores dimension {unknown[0]!r:.30}, not one of {', '.join(dimensions)}"
-    scores: Scores = {}
-    for dimension in dimensions:
-        entries = obj.get(dimension)
-        if not isinstance(entries, list):
-            return f"step-group reply has no list under {dimension!r}"
-        for entry in entries:
-            if not isinstance(entry, dict):
-                return f"step-group reply entry {entry!r:.60} is not an object"
-            number, score = entry.get("candidate"), entry.get("score")
-            if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= k:
-                return f"step-group reply names candidate {number!r:.20}, not one of 1..{k}"
-            if (dimension, number) in scores:
-                return f"step-group reply scores candidate {number} twice on {dimension}"
-            if not _is_score(score):
-                return (f"step-group reply gives candidate {number} {dimension} score {score!r:.20}, not the "
-                        "integer -1, 0 or 1")
-            reasoning = entry.get("reasoning", "")
-            scores[(dimension, number)] = (score, reasoning if isinstance(reasoning, str) else json.dumps(reasoning))
-    return scores
-
-
-def _scores_from_tags(reply: str, k: int, dimensions: tuple[str, ...]) -> Scores | str:
-    scores: Scores = {}
-    start = 0
-    for match in _STEP_SCORE_TAG.finditer(reply):
-        number, dimension, raw = int(match.group(1)), match.group(2).lower(), match.group(3).strip()
-        if not 1 <= number <= k:
-            return f"step-group reply names candidate {number}, not one of 1..{k}"
-        if dimension not in dimensions:
-            return f"step-group reply scores dimension {dimension!r:.30}, not one of {', '.join(dimensions)}"
-        if (dimension, number) in scores:
-            return f"step-group reply scores candidate {number} twice on {dimension}"
-        if raw not in {"-1", "0", "1", "+1"}:
-            return f"step-group reply gives candidate {number} {dimension} score {raw[:20]!r}, not -1, 0 or 1"
-        scores[(dimension, number)] = (int(raw), reply[start:match.start()].strip())
-        start = match.end()
-    if not scores:
-        return f"no <score candidate=... dimension=...> tag in step-group reply: {reply[-200:]!r}"
-    return scores
-
-
-def parse_step_group_reply(reply: str | None, k: int, dimensions: tuple[str, ...],
-                           structured: bool = False) -> dict[str, list[JudgeVerdict]] | str:
-    """Per dimension, ``k`` verdicts (candidate 1 first), or the reason the reply does not hold exactly one valid
-    score for each candidate and dimension. A structured reply that is not JSON still gets a chance by tag."""
-    if not reply or not reply.strip():
-        return "empty step-group reply"
-    scores = _scores_from_json(reply, k, dimensions) if structured else _scores_from_tags(reply, k, dimensions)
-    if isinstance(scores, str) and structured and _STEP_SCORE_TAG.search(reply):
-        scores = _scores_from_tags(reply, k, dimensions)
-    if isinstance(scores, str):
-        return scores
-    for dimension in dimensions:
-        missing = [n for n in range(1, k + 1) if (dimension, n) not in scores]
-        if missing:
-            return f"step-group reply scores {k - len(missing)} of {k} candidates on {dimension} (missing {missing})"
-    return {dimension: [JudgeVerdict(score=scores[(dimension, n)][0], failed=False,
-                                     explanation=scores[(dimension, n)][1][-_EXPLANATION_CHARS:])
-                        for n in range(1, k + 1)] for dimension in dimensions}

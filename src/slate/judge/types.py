@@ -4,7 +4,8 @@ SLATE (arXiv 2602.23440) scores each candidate step on up to three dimensions wi
 ``think_score`` for the ``<think>`` text, ``query_score`` for a ``<search>`` query, ``answer_score`` for an
 ``<answer>``. One ``JudgeItem`` is one dimension of one step; a judge scores a batch of items in order.
 
-``JudgeStats`` holds the counters every backend reports through ``Judge.stats()`` (reset on read):
+``JudgeStats`` holds the counters every backend reports through ``Judge.metrics()`` as ``judge/<counter>`` (reset on
+read):
 
 - ``calls``: requests sent to a model (one per item that was not served from the cache; retries not included),
 - ``retries``: extra attempts after a timeout, 429 or 5xx,
@@ -72,14 +73,14 @@ class Judge(Protocol):
         """Score a batch; one verdict per item, in the same order. Never raises on a bad reply: it fails the item."""
         ...
 
-    def stats(self) -> dict[str, float]:
-        """Counters since the last call (see ``STAT_KEYS``), reset on read."""
+    def metrics(self) -> dict[str, float]:
+        """Counters since the last call, ``judge/<counter>`` for each of ``STAT_KEYS``, reset on read."""
         ...
 
 
 @dataclass
 class JudgeStats:
-    """Thread-safe counters behind ``Judge.stats()``."""
+    """Thread-safe counters behind ``Judge.metrics()``."""
 
     _counts: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAT_KEYS, 0.0))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -96,3 +97,7 @@ class JudgeStats:
             counts = dict(self._counts)
             self._counts = dict.fromkeys(STAT_KEYS, 0.0)
         return counts
+
+    def metrics(self) -> dict[str, float]:
+        """``read_and_reset`` with the keys namespaced as training logs them: ``judge/calls``, …"""
+        return {f"judge/{key}": value for key, value in self.read_and_reset().items()}

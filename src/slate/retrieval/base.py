@@ -1,7 +1,8 @@
 """The Retriever protocol: batched ``search(queries, k)`` returning, per query, the top-k hits best first.
 
 Every backend (bm25s, dense faiss, the HTTP client of a ``/retrieve`` server) implements this one method, so the
-rollout engine never knows which one it talks to.
+rollout engine never knows which one it talks to, and ``metrics()``: its own counters since the last call
+(``retrieval/retries`` of requests it re-sent, ``retrieval/dropped_hits``), reset on read; {} when it counts nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class Hit:
 class Retriever(Protocol):
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
         """Top-k hits for each query, best first. Raises RetrievalError when the backend cannot answer."""
+        ...
+
+    def metrics(self) -> dict[str, float]:
+        """Counters since the last call, namespaced (``retrieval/dropped_hits``), reset on read."""
         ...
 
 

@@ -67,6 +67,9 @@ class Bm25Retriever:
             retriever.save(index_dir)
         return retriever
 
+    def metrics(self) -> dict[str, float]:
+        return {}  # an in-process index: nothing retried, nothing dropped
+
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
         if not queries:
             return []

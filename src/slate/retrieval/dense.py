@@ -176,10 +176,6 @@ class CorpusTable:
                                  "object; the corpus changed after the index was built. Rebuild the index.") \
                 from None
 
-    def iter_passages(self) -> Iterator[Passage]:
-        for row in range(len(self)):
-            yield self.get(row)
-
 
 def _stream_passages(corpus_path: Path) -> Iterator[Passage]:
     with corpus_path.open(encoding="utf-8") as handle:
@@ -241,6 +237,11 @@ class DenseRetriever:
         if dim is not None and dim != self.meta.dim:
             raise RetrievalError(f"encoder {self.meta.encoder!r} gives {dim}-dim embeddings but the index holds "
                                  f"{self.meta.dim}-dim vectors. Use the encoder the index was built with.")
+
+    def metrics(self) -> dict[str, float]:
+        """Hits dropped since the last call (faiss slots with no passage behind them); the count restarts from 0."""
+        dropped, self.dropped_hits = self.dropped_hits, 0
+        return {"retrieval/dropped_hits": float(dropped)}
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
         if not queries:

@@ -50,6 +50,12 @@ class HttpRetriever:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def metrics(self) -> dict[str, float]:
+        """Requests re-sent and hits dropped since the last call; the counts restart from 0."""
+        counts = {"retrieval/retries": float(self.retries), "retrieval/dropped_hits": float(self.dropped_hits)}
+        self.retries = self.dropped_hits = 0
+        return counts
+
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
         results: list[list[Hit]] = []
         for start in range(0, len(queries), self.batch_size):

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, replace
 
 from slate.eval.metrics import exact_match
 from slate.judge.failures import check_failures
+from slate.judge.items import context_cut, judge_items
 from slate.judge.types import Judge, JudgeItem, JudgeVerdict
-from slate.rollout.actions import render_information
-from slate.rollout.episode import Episode, Step
+from slate.rollout.episode import Episode, StepToScore
 
 logger = logging.getLogger(__name__)
 INVALID_STEP_REWARD = -2.0
@@ -53,59 +52,7 @@ def answer_bonus(step_index: int, max_steps: int, early_answer_bonus: float) -> 
     return early_answer_bonus * max(0, max_steps - step_index) / max_steps
 
 
-@dataclass(frozen=True)
-class StepToScore:
-    """A step in its context: ``episode`` holds the steps before it (the shared prefix), ``step`` is the candidate."""
-
-    episode: Episode
-    step: Step
-    step_index: int  # t, from 1
-
-
-def render_context(episode: Episode, upto: int, max_passage_chars: int | None = None) -> str:
-    """The trajectory before step ``upto`` (0-based) as text: each step followed by what the environment said,
-    each retrieved passage cut to its first ``max_passage_chars`` characters (None: in full)."""
-    parts = []
-    for step in episode.steps[:upto]:
-        parts.append(step.text.strip())
-        if step.action == "search":
-            hits = step.hits if max_passage_chars is None else [
-                replace(hit, text=hit.text[:max_passage_chars]) for hit in step.hits]
-            parts.append(render_information(hits).strip())
-    return "\n".join(parts)
-
-
-def context_cut(episode: Episode, upto: int, max_passage_chars: int | None) -> tuple[int, int]:
-    """(passages cut, characters removed) when ``render_context`` cuts the passages before step ``upto``."""
-    if max_passage_chars is None:
-        return 0, 0
-    lengths = [len(hit.text) for step in episode.steps[:upto] if step.action == "search" for hit in step.hits]
-    over = [n - max_passage_chars for n in lengths if n > max_passage_chars]
-    return len(over), sum(over)
-
-
-def judge_items(target: StepToScore, max_context_chars: int | None = None) -> list[JudgeItem]:
-    """The think item and the query or answer item of one step, as the judge sees them.
-
-    Only the steps of ``target.episode`` before ``target.step_index`` (t, from 1) are read, so the judge never sees
-    the step's own results (the query's novelty is judged before its retrieval) or anything after it.
-    ``max_context_chars`` cuts each retrieved passage of that trajectory (``render_context``).
-    """
-    episode, step = target.episode, target.step
-    upto = target.step_index - 1
-    record = episode.record
-    common = {"question": record.question, "context": render_context(episode, upto, max_context_chars),
-              "retrieved_ids": tuple(episode.retrieved_ids(before_step=upto)), "chain": tuple(record.chain)}
-    think = JudgeItem(kind="think", text=step.parsed.think, **common)
-    if step.action == "search":
-        return [think, JudgeItem(kind="query", text=step.parsed.content, think=step.parsed.think, **common)]
-    return [think, JudgeItem(kind="answer", text=step.parsed.content, golden_answers=record.golden_answers,
-                             **common)]
-
-
 class JudgedStepReward:
-    name = "judged"
-
     def __init__(self, judge: Judge, max_steps: int, early_answer_bonus: float = 0.1,
                  score_forced_answer: bool = False, max_failure_share: float = 0.5, failure_hint: str = "",
                  max_context_chars: int | None = None) -> None:
@@ -117,6 +64,7 @@ class JudgedStepReward:
         self.max_failure_share = max_failure_share
         self.failure_hint = failure_hint
         self.counters: Counter[str] = Counter()
+        self._cut_announced = False  # the first cut is logged at info level, later ones at debug
 
     def score_steps(self, targets: list[StepToScore]) -> list[float | None]:
         """One reward per target (None: not scored, e.g. a forced answer); writes ``Step.scores`` and rewards."""
@@ -167,7 +115,8 @@ class JudgedStepReward:
         cuts = [context_cut(t.episode, t.step_index - 1, self.max_context_chars) for t in prefixes]
         passages, chars = sum(c[0] for c in cuts), sum(c[1] for c in cuts)
         if passages:
-            log = logger.info if not self.counters["judge/passages_cut"] else logger.debug
+            log = logger.debug if self._cut_announced else logger.info
+            self._cut_announced = True
             log("judge.max_context_chars=%d: cut %d retrieved passages in the judge's context (%d characters left "
                 "out) at step %d.", self.max_context_chars, passages, chars, prefixes[0].step_index)
         self.counters["judge/passages_cut"] += passages
@@ -179,6 +128,13 @@ class JudgedStepReward:
                    for episode in episodes for i, step in enumerate(episode.steps)]
         self.score_steps(targets)
 
+    def metrics(self) -> dict[str, float]:
+        """The reward's counters (failed verdicts, passages cut from the judge's context) and its judge's, since the
+        last call."""
+        counts, self.counters = self.counters, Counter()
+        return {"judge/failed_verdicts": 0.0, **{key: float(value) for key, value in counts.items()},
+                **self.judge.metrics()}
+
 
 def _prefix_view(episode: Episode, upto: int) -> Episode:
     """The episode as it was before step ``upto`` (0-based), sharing step objects: what the judge may see."""
@@ -187,8 +143,6 @@ def _prefix_view(episode: Episode, upto: int) -> Episode:
 
 class ExactMatchStepReward:
     """Ablation: truncated sampling with only an outcome signal: answer = EM (0/1), search = 0, invalid = −1."""
-
-    name = "em_step"
 
     def __init__(self, score_forced_answer: bool = False) -> None:
         self.score_forced_answer = score_forced_answer
@@ -211,3 +165,6 @@ class ExactMatchStepReward:
 
     def score_episodes(self, episodes: list[Episode]) -> None:
         self.score_steps([StepToScore(_prefix_view(e, i), s, i + 1) for e in episodes for i, s in enumerate(e.steps)])
+
+    def metrics(self) -> dict[str, float]:
+        return {}

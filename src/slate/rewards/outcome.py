@@ -11,11 +11,12 @@ from slate.rollout.episode import Episode
 
 
 class OutcomeEM:
-    name = "outcome_em"
-
     def score_episodes(self, episodes: list[Episode]) -> None:
         for episode in episodes:
             for step in episode.steps:
                 step.reward = None
             if episode.steps:
                 episode.steps[-1].reward = exact_match(episode.final_answer, episode.record.golden_answers)
+
+    def metrics(self) -> dict[str, float]:
+        return {}

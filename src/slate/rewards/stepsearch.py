@@ -198,8 +198,6 @@ class StepSearchReward:
     well-formed answer (−1).
     """
 
-    name = "stepsearch"
-
     def __init__(self, passages: Sequence[Passage], step_reward_scale: float = 0.6, search_key_weight: float = 0.618,
                  format_penalty: float = -1.0) -> None:
         if not passages:
@@ -216,6 +214,7 @@ class StepSearchReward:
                             "passages have text in their contents.") from None
         self._row_of_id = {p.id: row for row, p in enumerate(passages)}
         self._hit_vectors: dict[str, sparse.csr_matrix] = {}  # retrieved passage id -> (1, V), cached
+        self._gated = 0  # episodes given the format penalty since the last metrics()
         logger.info("StepSearch reward: TF-IDF fitted on %d passages, %d terms", len(passages),
                     len(self._vectorizer.vocabulary_))
 
@@ -255,6 +254,12 @@ class StepSearchReward:
             self._score_answered(episode)
         logger.debug("StepSearch reward: scored %d episodes, %d gated for not ending with an answer", len(episodes),
                       gated)
+        self._gated += gated
+
+    def metrics(self) -> dict[str, float]:
+        """``stepsearch/format_gated``: episodes that did not end with an answer and got the format penalty."""
+        gated, self._gated = self._gated, 0
+        return {"stepsearch/format_gated": float(gated)}
 
     def _score_answered(self, episode: Episode) -> None:
         evidence = gold_evidence(episode.record)

@@ -3,14 +3,15 @@
 Two entry points, both batched over many episodes:
 - ``propose(episodes, k)``: k candidate next steps for each episode's current prefix (prefix branching). Nothing is
   executed; SLATE scores the candidates first and executes only the one it keeps.
-- ``execute(episode, step)``: append a step and the environment's reply (an ``<information>`` block for a search, a
-  corrective note for an invalid step, nothing for an answer).
+- ``execute(candidates)``: append each candidate's step and the environment's reply (an ``<information>`` block for
+  a search, a corrective note for an invalid step, nothing for an answer).
 ``rollout(records, k)`` composes them into k complete trajectories per question (Search-R1, StepSearch, eval).
 
 Budget: at most B = ``max_steps`` steps (with ``budget_slack``, B = min(max_steps, hops + 1 + slack) for a question
 of known hop count: ``step_budget``); then, if ``force_answer``, one more step is forced by injecting ``<answer>``
 (mask 0) so the policy only writes the answer. A retriever error is retried, then answered with an empty
-``<information>`` block and counted — one dead request never crashes the batch.
+``<information>`` block and counted — one dead request never crashes the batch. ``metrics()`` reports the counts
+(tokens, invalid and forced steps, searches, retries, failures) and times since the last call, its retriever's too.
 """
 
 from __future__ import annotations
@@ -79,6 +80,25 @@ class RolloutEngine:
         self.answer_open_ids = policy.encode(ANSWER_OPEN)
         self.invalid_note_ids = policy.encode(config.invalid_note)
         self.counters: Counter[str] = Counter()
+
+    def metrics(self) -> dict[str, float]:
+        """What the engine counted since the last call (its retriever's counts included), reset on read."""
+        counts, self.counters = self.counters, Counter()
+        retriever = dict(self.retriever.metrics())
+        return {"rollout/step_generated_tokens": float(counts["rollout/generated_tokens"]),
+                "rollout/invalid_actions": float(counts["rollout/invalid_actions"]),
+                "rollout/forced_answers": float(counts["rollout/forced_answers"]),
+                "rollout/context_overflow": float(counts["rollout/context_overflow"]),
+                "rollout/carried_tokens": float(counts["rollout/carried_tokens"]),
+                "retrieval/searches": float(counts["rollout/retrieval_queries"]),
+                "retrieval/failed_searches": float(counts["rollout/retrieval_failures"]),
+                # the engine's own retries of a failed batch, and the retriever's of its requests (HTTP)
+                "retrieval/retries": float(counts["rollout/retrieval_retries"] + retriever.pop("retrieval/retries", 0)),
+                # the same keys whichever the backend: an in-process index drops nothing
+                "retrieval/dropped_hits": float(retriever.pop("retrieval/dropped_hits", 0)),
+                **retriever,
+                "time/generate_s": counts["time/generate_ms"] / 1000,
+                "time/retrieve_s": counts["time/retrieval_ms"] / 1000}
 
     # -- episodes -------------------------------------------------------------------------------------------------
     def new_episodes(self, records: list[QARecord], copies: int = 1) -> list[Episode]:

@@ -97,3 +97,13 @@ class Episode:
         """Ids of passages retrieved by steps before ``before_step`` (all steps when None), in order, repeats kept."""
         steps = self.steps if before_step is None else self.steps[:before_step]
         return [hit.id for step in steps for hit in step.hits]
+
+
+@dataclass(frozen=True)
+class StepToScore:
+    """A step in its context, as a reward strategy scores it: ``episode`` holds the steps before it (the shared
+    prefix), ``step`` is the candidate (not yet appended), ``step_index`` its t, from 1."""
+
+    episode: Episode
+    step: Step
+    step_index: int

@@ -1,10 +1,12 @@
 """Sampling with prefix branching: prefill each shared prefix once, then decode k continuations from its KV cache.
 
 ``sample_branches(model, prefixes, k, …)`` returns, for every prefix, k continuations with the exact sampled token
-ids and their log-probs under the sampling distribution (softmax(logits / temperature)). Naive sampling repeats
-each prefix k times and prefills all copies; here the prefix is prefilled once and its cache is repeated k times
-(``DynamicCache.batch_repeat_interleave``), which is what makes SLATE's k candidates per step cheap.
-Finished rows are dropped from the batch as they stop, so a long-winded sibling does not keep the others waiting.
+ids and their log-probs under the sampling distribution (softmax(logits / temperature)), in four stages:
+1) prefill each prefix once (only what its carried cache lacks, below), 2) repeat its row of the KV cache k times
+(``batch_repeat_interleave``), which is what makes SLATE's k candidates per step cheap, 3) decode, dropping finished
+rows from the batch so a long-winded sibling does not keep the others waiting, 4) hand back each continuation's
+cache. Naive sampling (k copies of each prefix in the batch, every copy prefilled) is ``sample_branches`` of the
+repeated prefixes with k = 1; ``benchmarks/branching.py`` measures one against the other.
 
 A full trajectory grows by one step and its environment reply at a time, so its next prefix starts with everything
 the model has already seen. With ``return_carry=True`` each continuation keeps the keys and values of the tokens
@@ -21,7 +23,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from transformers import PreTrainedModel
@@ -171,77 +173,94 @@ def _take_carry(cache, row: int, valid_columns: torch.Tensor, ids: list[int]) ->
                                                      for layer in cache.layers))
 
 
+@dataclass
+class _Rows:
+    """The decode batch: one row per continuation still being decoded.
+
+    ``cache`` holds each row's prefix (left-padded) and the sampled tokens fed so far; ``attention_mask`` (rows,
+    columns) covers the same columns. ``result_of[row]`` is the index of the continuation the row writes to, and
+    ``fed`` the decode forwards so far: every row has had its first ``fed`` sampled tokens fed to the model."""
+
+    cache: Any
+    logits: torch.Tensor  # (rows, V): the next token's logits
+    attention_mask: torch.Tensor
+    next_position: torch.Tensor  # (rows,)
+    result_of: torch.Tensor  # (rows,)
+    fed: int = 0
+
+
 @torch.no_grad()
 def sample_branches(model: PreTrainedModel, prefixes: list[list[int]], num_branches: int, params: SamplingParams,
                     stop: StopCondition, pad_id: int, generator: torch.Generator | None = None,
-                    share_prefill: bool = True, carried: Sequence[CarriedCache | None] | None = None,
+                    carried: Sequence[CarriedCache | None] | None = None,
                     return_carry: bool = False) -> list[list[Continuation]]:
-    """k continuations of each prefix. ``share_prefill=False`` is the naive baseline (each copy prefilled).
+    """k = ``num_branches`` continuations of each prefix, the prefix prefilled once.
 
     ``carried[i]``, the cache a previous call returned for a sequence that ``prefixes[i]`` extends, skips the
     prefill of those tokens; ``return_carry`` keeps each continuation's own (needs a model ``GrowingCache`` covers).
     """
-    device = next(model.parameters()).device
     cache_kwarg = _cache_kwarg(model)
     fresh_cache = growing_cache_for(model)  # decoding writes one slot per token instead of copying the cache
     if fresh_cache is None and (carried is not None or return_carry):
         raise ValueError("carrying a KV cache needs a model whose layers are all full attention")
-    if not share_prefill and carried is not None:
-        raise ValueError("carried caches need the shared prefill")
     carried = list(carried) if carried is not None else [None] * len(prefixes)
     if len(carried) != len(prefixes):
         raise ValueError(f"{len(carried)} carried caches for {len(prefixes)} prefixes")
-    if share_prefill:
-        lengths = [_usable_carry(c, p) for c, p in zip(carried, prefixes, strict=True)]
-        if fresh_cache is not None:
-            fresh_cache, carried_mask = _prefilled_cache(carried, lengths, device, fresh_cache)
-        else:
-            carried_mask = torch.zeros((len(prefixes), 0), dtype=torch.long, device=device)
-        row_prefixes = prefixes
-        input_ids, chunk_mask = _left_pad([p[n:] for p, n in zip(prefixes, lengths, strict=True)], pad_id)
+    # 1) Prefill what the carried caches lack: one row per prefix
+    rows = _prefill(model, prefixes, carried, pad_id, fresh_cache, cache_kwarg)
+    # 2) Repeat each prefix's row k times: rows grouped by prefix, P·k of them
+    if num_branches > 1:
+        _branch(rows, num_branches)
+    row_prefixes = [p for p in prefixes for _ in range(num_branches)]
+    # 3) Decode, dropping finished rows; 4) hand back each continuation's cache
+    results = [Continuation() for _ in row_prefixes]
+    _decode(model, rows, results, row_prefixes, params, stop, generator, cache_kwarg, return_carry)
+    return [results[i * num_branches:(i + 1) * num_branches] for i in range(len(prefixes))]
+
+
+def _prefill(model: PreTrainedModel, prefixes: list[list[int]], carried: list[CarriedCache | None], pad_id: int,
+             fresh_cache: Any, cache_kwarg: str) -> _Rows:
+    """One forward over each prefix's tokens past its carried cache (left-padded), the carried keys and values in
+    the cache before them: the logits of every prefix's next token."""
+    device = next(model.parameters()).device
+    lengths = [_usable_carry(c, p) for c, p in zip(carried, prefixes, strict=True)]
+    if fresh_cache is not None:
+        fresh_cache, carried_mask = _prefilled_cache(carried, lengths, device, fresh_cache)
     else:
-        lengths = [0] * len(prefixes) * num_branches
-        carried_mask = torch.zeros((len(lengths), 0), dtype=torch.long, device=device)
-        row_prefixes = [p for p in prefixes for _ in range(num_branches)]
-        input_ids, chunk_mask = _left_pad(row_prefixes, pad_id)
+        carried_mask = torch.zeros((len(prefixes), 0), dtype=torch.long, device=device)
+    input_ids, chunk_mask = _left_pad([p[n:] for p, n in zip(prefixes, lengths, strict=True)], pad_id)
     input_ids, chunk_mask = input_ids.to(device), chunk_mask.to(device)
     offsets = torch.tensor(lengths, dtype=torch.long, device=device)[:, None]
     position_ids = offsets + (chunk_mask.cumsum(-1) - 1).clamp(min=0)
     attention_mask = torch.cat([carried_mask, chunk_mask], dim=1)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
                 logits_to_keep=1, **({cache_kwarg: fresh_cache} if fresh_cache is not None else {}))
-    cache, logits = out[cache_kwarg], out.logits[:, -1]  # logits: (P, V) or (P*k, V)
-    next_position = position_ids[:, -1] + 1
-    if share_prefill and num_branches > 1:
-        cache.batch_repeat_interleave(num_branches)
-        logits = logits.repeat_interleave(num_branches, dim=0)  # (P*k, V), rows grouped by prefix
-        attention_mask = attention_mask.repeat_interleave(num_branches, dim=0)
-        next_position = next_position.repeat_interleave(num_branches, dim=0)
-        row_prefixes = [p for p in prefixes for _ in range(num_branches)]
+    return _Rows(cache=out[cache_kwarg], logits=out.logits[:, -1], attention_mask=attention_mask,
+                 next_position=position_ids[:, -1] + 1, result_of=torch.arange(len(prefixes), device=device))
 
-    results = [Continuation() for _ in range(len(prefixes) * num_branches)]
-    active = torch.arange(len(results), device=device)  # which result each batch row writes to
+
+def _branch(rows: _Rows, k: int) -> None:
+    """Each row k times in place, the copies next to each other: (P, …) → (P·k, …)."""
+    rows.cache.batch_repeat_interleave(k)
+    rows.logits = rows.logits.repeat_interleave(k, dim=0)
+    rows.attention_mask = rows.attention_mask.repeat_interleave(k, dim=0)
+    rows.next_position = rows.next_position.repeat_interleave(k, dim=0)
+    rows.result_of = torch.arange(len(rows.result_of) * k, device=rows.result_of.device)
+
+
+def _decode(model: PreTrainedModel, rows: _Rows, results: list[Continuation], row_prefixes: list[list[int]],
+            params: SamplingParams, stop: StopCondition, generator: torch.Generator | None, cache_kwarg: str,
+            return_carry: bool) -> None:
+    """Sample up to ``max_new_tokens`` per row into ``results`` until each stops; with ``return_carry`` each result
+    keeps its cache (``_keep_carries``) when its row leaves the batch or decoding ends."""
     alive = [True] * len(results)  # finished rows stay in the batch until it is worth compacting (below)
-    fed = 0  # decode forwards so far: every row still in the batch has had its first `fed` tokens fed
-
-    def keep_carry(rows: list[int]) -> None:
-        # the cache holds a row's prefix, its first `fed` sampled tokens, and then (after it stopped) junk
-        prefilled = attention_mask.shape[1] - fed
-        for row in rows:
-            index = int(active[row])
-            result = results[index]
-            n = min(fed, len(result.token_ids))
-            valid = attention_mask[row].bool()
-            valid[prefilled + n:] = False  # tokens fed after the row stopped
-            result.carry = _take_carry(cache, row, valid, row_prefixes[index] + result.token_ids[:n])
-
     for _ in range(params.max_new_tokens):
-        tokens, token_logprobs = _pick_tokens(logits, params, generator)
-        for row, (result_index, token, logprob) in enumerate(zip(active.tolist(), tokens.tolist(),
-                                                                token_logprobs.tolist(), strict=True)):
+        tokens, token_logprobs = _pick_tokens(rows.logits, params, generator)
+        for row, (index, token, logprob) in enumerate(zip(rows.result_of.tolist(), tokens.tolist(),
+                                                         token_logprobs.tolist(), strict=True)):
             if not alive[row]:
                 continue
-            result = results[result_index]
+            result = results[index]
             result.token_ids.append(token)
             result.logprobs.append(logprob)
             reason = stop.check(result.token_ids)
@@ -255,18 +274,30 @@ def sample_branches(model: PreTrainedModel, prefixes: list[list[int]], num_branc
         # until then they decode along (their tokens are discarded), which costs less than a copy per finish.
         if 4 * (len(alive) - live) >= len(alive):
             if return_carry:
-                keep_carry([i for i, a in enumerate(alive) if not a])
-            rows = torch.tensor([i for i, a in enumerate(alive) if a], device=device)
-            cache.batch_select_indices(rows)
-            active, tokens = active[rows], tokens[rows]
-            attention_mask, next_position = attention_mask[rows], next_position[rows]
+                _keep_carries(rows, [i for i, a in enumerate(alive) if not a], results, row_prefixes)
+            kept = torch.tensor([i for i, a in enumerate(alive) if a], device=rows.logits.device)
+            rows.cache.batch_select_indices(kept)
+            rows.result_of, tokens = rows.result_of[kept], tokens[kept]
+            rows.attention_mask, rows.next_position = rows.attention_mask[kept], rows.next_position[kept]
             alive = [True] * live
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
-        out = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=next_position[:, None],
-                    use_cache=True, **{cache_kwarg: cache})
-        cache, logits = out[cache_kwarg], out.logits[:, -1]
-        next_position = next_position + 1
-        fed += 1
+        rows.attention_mask = torch.cat([rows.attention_mask, rows.attention_mask.new_ones((len(tokens), 1))], dim=1)
+        out = model(input_ids=tokens[:, None], attention_mask=rows.attention_mask,
+                    position_ids=rows.next_position[:, None], use_cache=True, **{cache_kwarg: rows.cache})
+        rows.cache, rows.logits = out[cache_kwarg], out.logits[:, -1]
+        rows.next_position = rows.next_position + 1
+        rows.fed += 1
     if return_carry:
-        keep_carry(list(range(len(active))))
-    return [results[i * num_branches:(i + 1) * num_branches] for i in range(len(prefixes))]
+        _keep_carries(rows, list(range(len(rows.result_of))), results, row_prefixes)
+
+
+def _keep_carries(rows: _Rows, indices: list[int], results: list[Continuation], row_prefixes: list[list[int]]) -> None:
+    """Give the results of the rows ``indices`` their cache: the row's prefix and the first ``fed`` sampled tokens
+    it was fed (after a row stopped, what it was fed is junk and left out)."""
+    prefilled = rows.attention_mask.shape[1] - rows.fed
+    for row in indices:
+        index = int(rows.result_of[row])
+        result = results[index]
+        n = min(rows.fed, len(result.token_ids))
+        valid = rows.attention_mask[row].bool()
+        valid[prefilled + n:] = False
+        result.carry = _take_carry(rows.cache, row, valid, row_prefixes[index] + result.token_ids[:n])

@@ -150,11 +150,20 @@ def tiny_model_config(tiny_config: TinyModelConfig, vocab_size: int, eos_token_i
     )
 
 
-def load_hf_policy(path: str | Path, dtype: str = "float32") -> Policy:
+def policy_dir_of(path: str | Path) -> Path:
+    """The model directory ``path`` names: itself, or the ``policy/`` of a run directory (``slate train --out``)."""
     path = Path(path)
+    if not (path / "config.json").is_file() and (path / "policy" / "config.json").is_file():
+        return path / "policy"
+    return path
+
+
+def load_hf_policy(path: str | Path, dtype: str = "float32") -> Policy:
+    path = policy_dir_of(path)
     if not (path / "config.json").is_file():
-        raise PolicyError(f"{path}: not a checkpoint directory (no config.json). Pass a directory written by "
-                          "`slate sft` / `slate train`, or a Hugging Face model directory.")
+        raise PolicyError(f"{path}: not a checkpoint directory (no config.json, no policy/config.json). Pass a "
+                          "directory written by `slate sft`, a run directory of `slate train` (its policy/), or a "
+                          "Hugging Face model directory.")
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise PolicyError(f"{path}: the model directory has no tokenizer (none of {', '.join(TOKENIZER_FILES)}). "
                           "Copy the tokenizer files of the base model into it (tokenizer.save_pretrained).")

@@ -1,4 +1,4 @@
-"""Samplers: which candidates share a group, and what each training sample carries.
+"""Samplers: which candidates share a group, and where each training sample's advantage comes from.
 
 - ``FullTrajectorySampler`` (Search-R1, StepSearch, judge-without-truncation): k complete trajectories per
   question; a group is one question; the reward strategy fills step rewards and the advantage of a token is the
@@ -8,16 +8,16 @@
   carrying its A on its own tokens; the prefix is extended with one candidate drawn from softmax(A / η) (or the best
   one), retrieving if it searched; the episode stops after an answer.
 
-A ``Sample`` is a token sequence with its loss mask, the sampling log-probs and a per-token advantage.
+The advantages are computed here rather than in the trainer because SLATE needs A to choose the next prefix; the
+full-trajectory sampler does the same so that every sampler hands the trainer finished ``Sample``s
+(``slate/samples.py``). A sampler is given the rollout engine at each call: it decides what to sample and how to
+score it, the engine runs the policy and the retriever.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 
@@ -28,66 +28,29 @@ from slate.algorithms.advantages import (
     selection_probabilities,
 )
 from slate.data.records import QARecord
-from slate.rewards.base import RewardStrategy
-from slate.rewards.judged import StepToScore
+from slate.rewards.base import RewardStrategy, StepReward
 from slate.rollout.engine import Candidate, RolloutEngine
-from slate.rollout.episode import Episode
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Sample:
-    token_ids: list[int]
-    loss_mask: list[bool]
-    old_logprobs: list[float]
-    advantages: list[float]  # per token; 0 where loss_mask is False
-    group_id: str
-    prefix_len: int = 0  # leading tokens shared by every sample of the group (never trained): computed once
-    # samples whose prefixes nest (SLATE: the steps of one question, each prefix extending the one before) share one
-    # prefix forward in the update, the longest (tree packing, trainer/batching.py); None: the group stands alone
-    tree_id: str | None = None
-    ref_logprobs: list[float] | None = None  # the frozen reference's log-probs, filled once per RL step
-    # the oldest policy version among the steps it trains on; None if any of them came from an unknown version
-    policy_version: int | None = None
-
-    @property
-    def num_policy_tokens(self) -> int:
-        return sum(self.loss_mask)
-
-
-@dataclass
-class SampledBatch:
-    samples: list[Sample]
-    episodes: list[Episode]  # the trajectories (for SLATE: the extended prefixes, one per question)
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-class StepReward(Protocol):
-    def score_steps(self, targets: list[StepToScore]) -> list[float | None]: ...
-
-
-class Sampler(Protocol):
-    def sample(self, records: list[QARecord]) -> SampledBatch: ...
+from slate.rollout.episode import Episode, StepToScore
+from slate.samples import Sample, SampledBatch
 
 
 class FullTrajectorySampler:
-    def __init__(self, engine: RolloutEngine, reward: RewardStrategy, group_size: int, adv_eps: float = 1e-6,
+    def __init__(self, reward: RewardStrategy, group_size: int, adv_eps: float = 1e-6,
                  adv_std_floor: float = 0.0) -> None:
-        self.engine = engine
         self.reward = reward
         self.group_size = group_size
         self.adv_eps = adv_eps
         self.adv_std_floor = adv_std_floor
+        self._counts: Counter[str] = Counter()
+        self._reward_s = 0.0
 
-    def sample(self, records: list[QARecord]) -> SampledBatch:
+    def sample(self, engine: RolloutEngine, records: list[QARecord]) -> SampledBatch:
         k = self.group_size
-        episodes = self.engine.rollout(records, copies=k)
+        episodes = engine.rollout(records, copies=k)
         start = time.perf_counter()
         self.reward.score_episodes(episodes)
-        reward_s = time.perf_counter() - start
+        self._reward_s += time.perf_counter() - start
         samples: list[Sample] = []
-        degenerate = 0
         for group_index, record in enumerate(records):
             group = episodes[group_index * k:(group_index + 1) * k]
             width = max(len(e.steps) for e in group)
@@ -98,7 +61,8 @@ class FullTrajectorySampler:
                     if step.reward is not None:
                         rewards[i, j], has_reward[i, j] = step.reward, True
             present = rewards[has_reward]
-            degenerate += int(present.numel() == 0 or bool((present == present[0]).all()))
+            self._counts["groups"] += 1
+            self._counts["groups/zero_signal"] += int(present.numel() == 0 or bool((present == present[0]).all()))
             step_advantages = process_advantages(rewards, has_reward, self.adv_eps, self.adv_std_floor)  # (k, S)
             for i, episode in enumerate(group):
                 mask = episode.loss_mask()
@@ -106,15 +70,22 @@ class FullTrajectorySampler:
                              for s, m in zip(episode.step_index_of_tokens(), mask, strict=True)]
                 samples.append(Sample(episode.token_ids(), mask, episode.old_logprobs(), per_token, record.id,
                                       policy_version=oldest_version(episode)))
-        metrics = {"adv/zero_signal_groups": degenerate / max(1, len(records)), "time/reward_s": reward_s}
-        return SampledBatch(samples=samples, episodes=episodes, metrics=metrics)
+        return SampledBatch(samples=samples, episodes=episodes)
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return {}  # it draws nothing: the engine samples the trajectories
+
+    def metrics(self) -> dict[str, float]:
+        counts, reward_s = self._counts, self._reward_s
+        self._counts, self._reward_s = Counter(), 0.0
+        return {"adv/zero_signal_groups": counts["groups/zero_signal"] / max(1, counts["groups"]),
+                "time/reward_s": reward_s, **self.reward.metrics()}
 
 
 class TruncatedStepSampler:
-    def __init__(self, engine: RolloutEngine, reward: StepReward, group_size: int, selection_temperature: float,
+    def __init__(self, reward: StepReward, group_size: int, selection_temperature: float,
                  greedy_selection: bool = False, adv_eps: float = 1e-6, seed: int = 0,
                  adv_std_floor: float = 0.0) -> None:
-        self.engine = engine
         self.reward = reward
         self.group_size = group_size
         self.selection_temperature = selection_temperature
@@ -122,6 +93,11 @@ class TruncatedStepSampler:
         self.adv_eps = adv_eps
         self.adv_std_floor = adv_std_floor
         self.generator = torch.Generator().manual_seed(seed)
+        self._counts: Counter[str] = Counter()
+        self._reward_s = 0.0
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"sampler": self.generator}  # the draws of the next prefix: saved with every checkpoint
 
     def choose(self, advantages: torch.Tensor) -> int:
         """The candidate that extends the prefix: argmax A, or a draw from softmax(A / η)."""
@@ -130,57 +106,67 @@ class TruncatedStepSampler:
         probs = selection_probabilities(advantages, self.selection_temperature)
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
-    def sample(self, records: list[QARecord]) -> SampledBatch:
+    def sample(self, engine: RolloutEngine, records: list[QARecord]) -> SampledBatch:
         k = self.group_size
-        episodes = self.engine.new_episodes(records, copies=1)
+        episodes = engine.new_episodes(records, copies=1)
         samples: list[Sample] = []
-        counters: Counter[str] = Counter()
-        reward_s = 0.0
-        while True:
-            active = [e for e in episodes if not self.engine.is_done(e)]
-            if not active:
-                break
-            proposals = self.engine.propose(active, k)
-            targets = [StepToScore(c.episode, c.step, len(c.episode.steps) + 1) for group in proposals for c in group]
+        while active := [e for e in episodes if not engine.is_done(e)]:
+            # propose: k one-step candidates from each active prefix (one shared prefill per prefix)
+            proposals = engine.propose(active, k)
+            # score: one reward per candidate, every group of the step in one batch (one judge call)
             start = time.perf_counter()
-            rewards = self.reward.score_steps(targets)
-            reward_s += time.perf_counter() - start
+            rewards = self.reward.score_steps([StepToScore(c.episode, c.step, len(c.episode.steps) + 1)
+                                               for group in proposals for c in group])
+            self._reward_s += time.perf_counter() - start
             chosen: list[Candidate] = []
             for group_index, group in enumerate(proposals):
                 group_rewards = rewards[group_index * k:(group_index + 1) * k]
                 if any(r is None for r in group_rewards):  # unscored (a forced answer): no training signal
-                    counters["groups/unscored"] += 1
+                    self._counts["groups/unscored"] += 1
                     chosen.append(group[0])
                     continue
-                counters["groups/scored"] += 1
                 reward_tensor = torch.tensor(group_rewards, dtype=torch.float32)
-                counters["groups/zero_signal"] += int(bool((reward_tensor == reward_tensor[0]).all()))
-                bonuses = torch.tensor([c.step.scores.get("early_answer_bonus", 0.0) for c in group])
-                only, flipped = bonus_decided(reward_tensor, bonuses)
-                counters["groups/bonus_only"] += int(only)
-                counters["groups/bonus_flipped"] += int(flipped)
-                counters["candidates/answers"] += sum(c.step.action == "answer" for c in group)
+                self._count_group(reward_tensor, group)
+                # A: the candidates' rewards normalised among the k siblings of this prefix
                 advantages = group_advantages(reward_tensor[None], self.adv_eps, self.adv_std_floor)[0]
+                # record: every candidate is a sample carrying its A on its own tokens
                 episode = group[0].episode
                 prefix = episode.token_ids()
                 for index, candidate in enumerate(group):
                     samples.append(_candidate_sample(prefix, candidate, float(advantages[index]),
                                                      f"{episode.record.id}/t{len(episode.steps) + 1}",
                                                      tree_id=episode.record.id))
+                # choose: the next prefix ~ softmax(A / η)
                 pick = self.choose(advantages)
-                counters["selection/picked_best"] += int(group_rewards[pick] == max(group_rewards))
+                self._counts["selection/picked_best"] += int(group_rewards[pick] == max(group_rewards))
                 chosen.append(group[pick])
-            self.engine.execute(chosen)
-        scored = max(1, counters["groups/scored"])
-        metrics = {"adv/zero_signal_groups": counters["groups/zero_signal"] / scored,
-                   "slate/groups": float(counters["groups/scored"]),
-                   "slate/picked_best_rate": counters["selection/picked_best"] / scored,
-                   "slate/unscored_groups": float(counters["groups/unscored"]), "time/reward_s": reward_s,
-                   # the early-answer tie: groups whose advantage signs only the bonus λ(B − t)/B decided
-                   "slate/bonus_only_groups": counters["groups/bonus_only"] / scored,
-                   "slate/bonus_flipped_groups": counters["groups/bonus_flipped"] / scored,
-                   "slate/answer_candidate_share": counters["candidates/answers"] / (scored * k)}
-        return SampledBatch(samples=samples, episodes=episodes, metrics=metrics)
+            # execute: append the chosen steps, retrieving for the searches
+            engine.execute(chosen)
+        return SampledBatch(samples=samples, episodes=episodes)
+
+    def _count_group(self, rewards: torch.Tensor, group: list[Candidate]) -> None:
+        """Diagnostics of one scored group: no signal, and the early-answer tie (advantage signs that only the bonus
+        λ(B − t)/B decided, or flipped)."""
+        self._counts["groups/scored"] += 1
+        self._counts["groups/zero_signal"] += int(bool((rewards == rewards[0]).all()))
+        bonuses = torch.tensor([c.step.scores.get("early_answer_bonus", 0.0) for c in group])
+        only, flipped = bonus_decided(rewards, bonuses)
+        self._counts["groups/bonus_only"] += int(only)
+        self._counts["groups/bonus_flipped"] += int(flipped)
+        self._counts["candidates/answers"] += sum(c.step.action == "answer" for c in group)
+
+    def metrics(self) -> dict[str, float]:
+        counts, reward_s = self._counts, self._reward_s
+        self._counts, self._reward_s = Counter(), 0.0
+        scored = max(1, counts["groups/scored"])
+        return {"adv/zero_signal_groups": counts["groups/zero_signal"] / scored,
+                "slate/groups": float(counts["groups/scored"]),
+                "slate/picked_best_rate": counts["selection/picked_best"] / scored,
+                "slate/unscored_groups": float(counts["groups/unscored"]), "time/reward_s": reward_s,
+                "slate/bonus_only_groups": counts["groups/bonus_only"] / scored,
+                "slate/bonus_flipped_groups": counts["groups/bonus_flipped"] / scored,
+                "slate/answer_candidate_share": counts["candidates/answers"] / (scored * self.group_size),
+                **self.reward.metrics()}
 
 
 def _candidate_sample(prefix: list[int], candidate: Candidate, advantage: float, group_id: str,

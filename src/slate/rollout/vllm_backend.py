@@ -175,7 +175,8 @@ class VllmGenerator:
         self.retries = retries
         self.backoff_s = backoff_s
         self.resync = resync
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()  # since the start
+        self._read: dict[str, int] = {}  # the counters at the last metrics()
         self._next_server = itertools.count()
 
     def __call__(self, prefixes: list[list[int]], num_branches: int, params: SamplingParams,
@@ -195,6 +196,14 @@ class VllmGenerator:
             return [self._complete(*jobs[0], num_branches, sampling)]
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(jobs))) as pool:
             return list(pool.map(lambda job: self._complete(*job, num_branches, sampling), jobs))
+
+    def metrics(self) -> dict[str, float]:
+        """Requests re-sent and servers given the version again since the last call (reset on read); the counts
+        stay in ``counters`` too, for a run's total."""
+        counts = {key: float(self.counters[key] - self._read.get(key, 0)) for key in
+                  ("rollout/server_retries", "rollout/server_resyncs")}
+        self._read = dict(self.counters)
+        return counts
 
     def _ensure_attributable(self, server: PolicyServer) -> None:
         with server.lock:

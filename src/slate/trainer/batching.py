@@ -16,11 +16,13 @@ units by length, so little of each pass is padding. ``max_tokens=None`` keeps th
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 
-from slate.rollout.samplers import Sample
+from slate.runtime import autocast_bf16
+from slate.samples import Sample
 from slate.trainer.forward import grouped_token_logprobs, pad_batch, token_logprobs
 
 Unit = list[Sample]
@@ -176,3 +178,21 @@ def packed_logprobs(model: torch.nn.Module, micros: list[list[Unit]], grouped: b
                                     temperature, float32_head=float32_head).logprobs
         out += zip([s for unit in micro for s in unit], scatter_rows(values, micro, grouped), strict=True)
     return out
+
+
+@torch.no_grad()
+def reference_logprobs(reference: torch.nn.Module | None, policy_model: torch.nn.Module, micros: list[list[Unit]],
+                       grouped: bool, pad_id: int, temperature: float, device: torch.device | str,
+                       bf16_autocast: bool = False) -> None:
+    """Store the frozen reference's log-probs on every sample (``ref_logprobs``), in packed no-grad passes, once
+    per RL step: they do not change across update epochs. ``reference`` None: LoRA, whose reference is the policy's
+    base model, its adapters switched off."""
+    adapter_off = contextlib.nullcontext() if reference is not None else policy_model.disable_adapter()
+    model = reference if reference is not None else policy_model
+    was_training = model.training
+    model.eval()
+    with adapter_off, autocast_bf16(device, bf16_autocast):
+        for sample, values in packed_logprobs(model, micros, grouped, pad_id, temperature, device,
+                                              float32_head=bf16_autocast):
+            sample.ref_logprobs = values
+    model.train(was_training)

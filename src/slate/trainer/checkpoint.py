@@ -1,5 +1,7 @@
 """Atomic, checksummed checkpoints: written to a staging directory, then renamed, so a kill never leaves a half
 checkpoint; a manifest of sizes and SHA-256 sums catches one damaged afterwards (a full disk, a partial copy).
+``save`` writes one from the trainer's models and state, ``resume`` restores the newest intact one, and
+``export_policy`` writes a loadable policy directory; ``prepare_run_dir`` keeps a new run from overwriting an old one.
 
 ``out/checkpoints/step-000012/`` holds ``policy/`` (a loadable policy directory), ``trainer_state.pt`` (optimizer,
 scheduler, step, data position), ``rng_rank{r}.pt`` per process (Python, NumPy, torch and sampler generators), so
@@ -13,16 +15,26 @@ intact checkpoints: a damaged one never counts towards ``keep``, so it cannot pu
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+
+from slate.config import RunConfig, save_config
+from slate.errors import ConfigError, TrainingError
+from slate.rollout.policy import Policy, load_policy
+from slate.trainer import faults
+from slate.trainer.setup import TrainedModels
 
 logger = logging.getLogger(__name__)
 
@@ -139,3 +151,92 @@ def commit(out_dir: Path, step: int, keep: int) -> Path:
     for old in intact[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def holds_a_run(out_dir: Path) -> bool:
+    """Whether ``out_dir`` already holds a training run: checkpoints, metrics or an exported policy."""
+    return bool(committed_checkpoints(out_dir)) or (out_dir / "metrics.jsonl").is_file() \
+        or (out_dir / "policy").is_dir()
+
+
+def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Refuse to start a new run over an old one: a directory that holds a run is resumed (``resume``), or moved
+    aside to ``<out>.replaced-<time>`` (``overwrite``; returns where), or the start is refused, naming both."""
+    if resume or not holds_a_run(out_dir):
+        return None
+    if not overwrite:
+        steps = [p.name for p in committed_checkpoints(out_dir)]
+        held = f"checkpoints {', '.join(steps)}" if steps else "metrics.jsonl or policy/"
+        raise ConfigError(f"{out_dir} already holds a training run ({held}). Continue it with --resume, or pass "
+                          f"--overwrite to move it aside and start again, or choose another --out.")
+    aside = out_dir.with_name(f"{out_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    out_dir.rename(aside)
+    logger.info("moved the previous run in %s aside to %s", out_dir, aside)
+    return aside
+
+
+# -- the trainer's checkpoints -----------------------------------------------------------------------------------
+def export_policy(models: TrainedModels, accelerator: Accelerator, lora: bool, path: Path) -> None:
+    """A loadable policy directory (LoRA adapters merged into a copy of the model; the adapter alone in
+    ``adapter/``, since a merged model cannot be split again to resume)."""
+    model = accelerator.unwrap_model(models.module).model
+    if lora:
+        model.save_pretrained(path / "adapter")
+        model = copy.deepcopy(model).merge_and_unload()
+    Policy(model=model, tokenizer=models.policy.tokenizer, name=models.policy.name).save(path)
+
+
+def save(out_dir: Path, config: RunConfig, accelerator: Accelerator, models: TrainedModels, state: dict[str, Any],
+         generators: dict[str, torch.Generator]) -> None:
+    """Checkpoint ``state`` (``state["state"]["step"]`` completed steps), the models and every process's random
+    generators, atomically: every process writes into the staging directory, then the main process commits it."""
+    step = state["state"]["step"]
+    staging = staging_dir(out_dir, step)
+    torch.save(rng_state(generators), staging / f"rng_rank{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        export_policy(models, accelerator, config.trainer.lora_rank > 0, staging / "policy")
+        torch.save({"optimizer": models.optimizer.state_dict(), "scheduler": models.scheduler.state_dict(),
+                    **state}, staging / "trainer_state.pt.tmp")
+        save_config(config, staging / "config.yaml")
+    faults.maybe_die("checkpoint", step)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (staging / "trainer_state.pt.tmp").rename(staging / "trainer_state.pt")
+        commit(out_dir, step, config.trainer.keep_checkpoints)
+    accelerator.wait_for_everyone()
+
+
+def load_adapter(model: torch.nn.Module, adapter_dir: Path) -> None:
+    """Restore LoRA adapter weights saved by ``export_policy`` (``policy/adapter``) into a PEFT model."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise TrainingError(f"{adapter_dir}: no adapter_model.safetensors, so the LoRA run cannot resume from this "
+                            "checkpoint; start again from its merged policy with --init and lora_rank=0, or from "
+                            "an earlier checkpoint.")
+    set_peft_model_state_dict(model, load_file(str(weights)))
+
+
+def resume(out_dir: Path, config: RunConfig, accelerator: Accelerator, models: TrainedModels,
+           generators: dict[str, torch.Generator]) -> tuple[Path, dict[str, Any]] | None:
+    """Restore the newest intact checkpoint of ``out_dir`` into the models, the optimizer, the scheduler and the
+    generators; returns it and the trainer state saved with it, or None when there is none (the same answer on
+    every process)."""
+    found = [latest_checkpoint(out_dir)]
+    broadcast_object_list(found)
+    latest = found[0]
+    if latest is None:
+        return None
+    state = torch.load(latest / "trainer_state.pt", weights_only=False)
+    model = accelerator.unwrap_model(models.module).model
+    if config.trainer.lora_rank > 0:
+        load_adapter(model, latest / "policy" / "adapter")  # the frozen base is the --init model already
+    else:
+        model.load_state_dict(load_policy(config.model, latest / "policy").model.state_dict())
+    models.optimizer.load_state_dict(state.pop("optimizer"))
+    models.scheduler.load_state_dict(state.pop("scheduler"))
+    rng_file = latest / f"rng_rank{accelerator.process_index}.pt"
+    restore_rng_state(torch.load(rng_file, weights_only=False), generators)
+    return latest, state

@@ -32,7 +32,7 @@ from pathlib import Path
 from slate.config import RunConfig
 from slate.data.loaders import load_qa, resolve_qa_path
 from slate.errors import DataError, SlateError
-from slate.methods import TRUNCATED, check_gold_evidence
+from slate.methods import check_gold_evidence, method_of
 from slate.rollout.prompt import resolve_template
 
 
@@ -152,7 +152,8 @@ def build_plan(config: RunConfig, init: Path | None = None, world: Path | None =
     if tc.num_processes is not None and "WORLD_SIZE" in os.environ and tc.num_processes > launched:
         raise SlateError(f"trainer.num_processes={tc.num_processes} but {launched} process(es) were launched; "
                          f"use accelerate launch --num_processes {tc.num_processes}.")
-    truncated = tc.method in TRUNCATED
+    method = method_of(config)
+    truncated = method.is_truncated
     plan.add("run", "method", f"{tc.method} ({'truncated one-step groups' if truncated else 'full trajectories'})")
     plan.add("run", "processes", f"{processes} expected" + ("" if tc.num_processes else " (trainer.num_processes "
                                                                                     "unset: as launched)"))
@@ -188,7 +189,7 @@ def build_plan(config: RunConfig, init: Path | None = None, world: Path | None =
     plan.add("batch", "sequence length", f"≤ ~{sequence:,} tokens (prompt ~{prompt_tokens} + {steps_per_episode} × "
                                          f"{rc.max_step_tokens} + {rc.max_steps} × {rc.max_information_tokens} "
                                          "information)")
-    if tc.method in ("slate", "slate_full"):
+    if method.needs_judge:
         plan.add("batch", "judge items per step", f"≤ {2 * samples:,} (a think and an action item per candidate)")
 
     _plan_inputs(plan, config, world)
@@ -214,7 +215,7 @@ def _plan_inputs(plan: RunPlan, config: RunConfig, world: Path | None) -> None:
         plan.add("inputs", "retriever", f"{r.backend} over {corpus}, top-{r.top_k}")
         if r.corpus and not Path(r.corpus).is_file():
             plan.problems.append(f"retrieval.corpus {r.corpus} is not on this machine")
-    if config.trainer.method in ("slate", "slate_full"):
+    if method_of(config).needs_judge:
         j = config.judge
         where = {"openai": f"OpenAI-compatible server {j.base_url or 'api.openai.com'} (not contacted)",
                  "hf": "in-process transformers model", "oracle": "gold chains (synthetic world only)"}[j.backend]

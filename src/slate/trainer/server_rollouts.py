@@ -28,10 +28,10 @@ from accelerate.utils import broadcast_object_list
 from slate.config import RunConfig
 from slate.errors import TrainingError
 from slate.rollout.engine import RolloutEngine
-from slate.rollout.samplers import Sample
 from slate.rollout.vllm_backend import PolicyServer, VllmGenerator
 from slate.rollout.weight_sync import FullSync, LoraSync
 from slate.runtime import autocast_bf16
+from slate.samples import Sample
 from slate.trainer.batching import make_units, pack_micro_batches, packed_logprobs
 
 logger = logging.getLogger(__name__)
@@ -142,4 +142,4 @@ class ServerRollouts:
                 "rollout/policy_staleness": float(trained_version - min(known)) if known else 0.0,
                 "rollout/logprob_gap": gap, "rollout/logprob_gap_max": worst,
                 "time/old_logprobs_s": time.perf_counter() - start,
-                **{k: float(v) for k, v in self.generator.counters.items()}}
+                **self.generator.metrics()}

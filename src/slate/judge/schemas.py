@@ -1,0 +1,103 @@
+"""The JSON shapes of judge replies and how each server dialect asks for them (``judge.structured_output``).
+
+Three replies: one verdict (``VERDICT_SCHEMA``: item mode), one score per candidate (``group_schema``: group mode),
+one score per candidate and dimension (``step_group_schema``: group_steps mode). ``response_format`` wraps a schema
+in the body a server expects:
+
+- ``json_schema``: OpenAI / vLLM / SGLang, ``{"type": "json_schema", "json_schema": {"name", "strict", "schema"}}``.
+- ``json_object``: llama.cpp server, ``{"type": "json_object", "schema": {...}}`` (grammar-constrained); there the
+  reasoning is also capped at ``LLAMA_CPP_REASONING_CHARS`` characters, so that the grammar closes the string and
+  reaches the score before ``max_tokens`` (a small model otherwise reasons until it is cut off, unparsable), and a
+  group's candidates are fixed in order (``fixed_candidate_order``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from slate.judge.types import SCORES
+
+StructuredOutput = Literal["json_schema", "json_object"]
+LLAMA_CPP_REASONING_CHARS = 400
+
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"reasoning": {"type": "string"}, "score": {"type": "integer", "enum": [-1, 0, 1]}},
+    "required": ["reasoning", "score"],
+    "additionalProperties": False,
+}
+
+
+def _candidate_entries(k: int) -> dict[str, Any]:
+    """A list of exactly ``k`` entries ``{candidate, reasoning, score}``, candidates numbered 1..k."""
+    entry = {"type": "object",
+             "properties": {"candidate": {"type": "integer", "enum": list(range(1, k + 1))},
+                            "reasoning": {"type": "string"}, "score": {"type": "integer", "enum": list(SCORES)}},
+             "required": ["candidate", "reasoning", "score"], "additionalProperties": False}
+    return {"type": "array", "items": entry, "minItems": k, "maxItems": k}
+
+
+def group_schema(k: int) -> dict[str, Any]:
+    """JSON schema of a group reply with exactly ``k`` entries, candidates numbered 1..k."""
+    return {"type": "object", "properties": {"scores": _candidate_entries(k)}, "required": ["scores"],
+            "additionalProperties": False}
+
+
+def step_group_schema(k: int, dimensions: tuple[str, ...]) -> dict[str, Any]:
+    """JSON schema of a step-group reply: one list of exactly ``k`` entries per dimension, candidates 1..k."""
+    return {"type": "object", "properties": {dimension: _candidate_entries(k) for dimension in dimensions},
+            "required": list(dimensions), "additionalProperties": False}
+
+
+def response_format(dialect: StructuredOutput | None, schema: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The ``response_format`` body asking for replies of ``schema`` in ``dialect`` (None: free text, no body)."""
+    if dialect is None:
+        return None
+    if dialect == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}
+    return {"type": "json_object", "schema": llama_cpp_schema(schema)}
+
+
+def llama_cpp_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` as the ``json_object`` dialect sends it: reasoning capped (``capped_reasoning``) and every list of
+    candidate entries fixed in order (``fixed_candidate_order``)."""
+    return fixed_candidate_order(capped_reasoning(schema))
+
+
+def fixed_candidate_order(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every array of ``{"candidate": enum 1..k, ...}`` entries turned into a tuple
+    (``prefixItems``) whose i-th entry must name candidate i.
+
+    With an enum the grammar lets a small judge write one number twice and skip another, which fails the whole
+    group reply (SmolLM2-135M under llama.cpp's grammar did so in 10 of 10 packed step-group replies of an audit);
+    with the order fixed it can only give each candidate its score. The parser checks the numbers all the same."""
+    def fix(node: Any) -> Any:
+        if isinstance(node, list):
+            return [fix(value) for value in node]
+        if not isinstance(node, dict):
+            return node
+        node = {key: fix(value) for key, value in node.items()}
+        entry = node.get("items")
+        candidate = entry.get("properties", {}).get("candidate") if isinstance(entry, dict) else None
+        if node.get("type") == "array" and isinstance(candidate, dict) and "enum" in candidate:
+            numbers = candidate["enum"]
+            node = {"type": "array", "items": False, "minItems": len(numbers), "maxItems": len(numbers),
+                    "prefixItems": [{**entry, "properties": {**entry["properties"],
+                                                             "candidate": {"type": "integer", "const": number}}}
+                                    for number in numbers]}
+        return node
+    return fix(schema)
+
+
+def capped_reasoning(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every ``reasoning`` string property limited to ``LLAMA_CPP_REASONING_CHARS`` characters."""
+    def cap(node: Any) -> Any:
+        if isinstance(node, dict):
+            capped = {key: cap(value) for key, value in node.items()}
+            if isinstance(capped.get("properties"), dict) and "reasoning" in capped["properties"]:
+                capped["properties"]["reasoning"] = {"type": "string", "maxLength": LLAMA_CPP_REASONING_CHARS}
+            return capped
+        if isinstance(node, list):
+            return [cap(value) for value in node]
+        return node
+    return cap(schema)
