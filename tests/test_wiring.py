@@ -86,7 +86,8 @@ def test_the_package_has_no_import_circles() -> None:
 
 def test_every_method_of_the_config_is_a_line_of_the_table() -> None:
     assert set(METHODS) == set(get_args(Method))
-    assert [name for name, m in METHODS.items() if m.is_truncated] == ["slate", "slate_em"]
+    assert [name for name, m in METHODS.items() if m.is_truncated] == ["slate", "slate_em", "slate_ig"]
+    assert [name for name, m in METHODS.items() if m.needs_scorer] == ["igpo", "slate_ig"]
     assert [name for name, m in METHODS.items() if m.needs_judge] == ["slate", "slate_full"]
 
 

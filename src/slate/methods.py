@@ -10,6 +10,8 @@
 | slate       | k one-step siblings of a shared prefix  | judged: think + query, or think + answer + bonus|
 | slate_full  | k full trajectories (no truncation)     | the same judged step rewards                    |
 | slate_em    | k one-step siblings (truncation)        | EM on answer steps only                         |
+| igpo        | k full trajectories per question        | information gain per search (IGPO), EM answers  |
+| slate_ig    | k one-step siblings of a shared prefix  | the same information gain, no judge             |
 
 A new method, or an ablation, is one line of ``METHODS``: a sampler kind, a reward factory and what it needs. A
 reward factory takes a ``BuildContext`` (the config, the training questions, and whatever the method declared it
@@ -19,6 +21,7 @@ returns the reward strategy (``rewards/``).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,7 @@ from slate.errors import ConfigError, DataError
 from slate.judge import build_judge
 from slate.judge.types import Judge
 from slate.rewards.base import RewardStrategy, StepReward
+from slate.rewards.infogain import GoldAnswerScorer, InfoGainReward, scoring_model
 from slate.rewards.judged import ExactMatchStepReward, JudgedStepReward
 from slate.rewards.outcome import OutcomeEM
 from slate.rewards.stepsearch import StepSearchReward, gold_evidence
@@ -69,6 +73,7 @@ class Method:
     needs_corpus: bool = False  # the passages' text (the retrieval corpus)
     needs_gold: bool = False  # gold passages and sub-questions on every training question
     needs_scorer: bool = False  # a model that scores steps: the frozen reference (or the policy)
+    retrieves_candidates: bool = False  # truncated: the reward needs each candidate's passages before it scores
 
     @property
     def is_truncated(self) -> bool:
@@ -102,12 +107,36 @@ def _em_per_step(context: BuildContext) -> ExactMatchStepReward:
     return ExactMatchStepReward(context.config.reward.score_forced_answer)
 
 
+def _infogain(context: BuildContext) -> InfoGainReward:
+    """The information gain on the gold answer, scored by the frozen reference (with LoRA: the policy with its adapter
+    off; without a KL reference: a frozen copy of the start) or by the policy itself (``reward.infogain.model``)."""
+    config, policy = context.config, context.policy
+    options = config.reward.infogain
+    assert policy is not None  # needs_scorer: build_sampler checked
+    if options.model == "policy":
+        model, base_only = policy.model, False
+    elif context.reference is not None:
+        model, base_only = context.reference, False
+    elif config.trainer.lora_rank > 0:
+        model, base_only = policy.model, True
+    else:  # kl_coef 0 and all weights trained: no reference was kept, so keep the start frozen for scoring
+        model, base_only = copy.deepcopy(policy.model).eval().requires_grad_(False), False
+    scorer = GoldAnswerScorer(policy, scoring_model(model, base_only), options.measure, options.batch_tokens)
+    corpus = load_corpus(context) if options.baseline == "random_docs" else None
+    reward = InfoGainReward(scorer, config.rollout.max_information_tokens, options.baseline, options.scale,
+                            options.clip, options.outcome_coef, corpus, config.retrieval.top_k, config.trainer.seed)
+    reward.check_records(context.records)  # a question without a golden answer: fail now, not at step 1000
+    return reward
+
+
 METHODS: dict[str, Method] = {
     "searchr1": Method("full", _outcome_em),
     "stepsearch": Method("full", _stepsearch, needs_corpus=True, needs_gold=True),
     "slate": Method("truncated", _judged, needs_judge=True),
     "slate_full": Method("full", _judged, needs_judge=True),
     "slate_em": Method("truncated", _em_per_step),
+    "igpo": Method("full", _infogain, needs_scorer=True),
+    "slate_ig": Method("truncated", _infogain, needs_scorer=True, retrieves_candidates=True),
 }
 
 
@@ -121,10 +150,10 @@ def method_of(config: RunConfig) -> Method:
 
 def sampler_for(config: RunConfig, reward: Reward) -> Sampler:
     """The method's sampler around ``reward`` (any reward of the right shape: a test's, an ablation's)."""
-    k, ac = config.rollout.group_size, config.algorithm
-    if method_of(config).is_truncated:
+    k, ac, method = config.rollout.group_size, config.algorithm, method_of(config)
+    if method.is_truncated:
         return TruncatedStepSampler(reward, k, ac.selection_temperature, ac.greedy_selection, ac.adv_eps,
-                                    config.trainer.seed, ac.adv_std_floor)
+                                    config.trainer.seed, ac.adv_std_floor, method.retrieves_candidates)
     return FullTrajectorySampler(reward, k, ac.adv_eps, ac.adv_std_floor)
 
 
@@ -134,16 +163,24 @@ def build_sampler(config: RunConfig, context: BuildContext | None = None) -> Sam
     method = method_of(config)
     if method.needs_judge and context.judge is None:
         context.judge = build_judge(config.judge)
-    if method.needs_corpus and context.corpus is None:
+    if method.needs_corpus:
+        load_corpus(context)
+    if method.needs_scorer and context.policy is None and context.reference is None:
+        raise ConfigError(f"trainer.method={config.trainer.method} scores steps with a model: pass the policy or "
+                          "the frozen reference in the BuildContext.")
+    return sampler_for(config, method.reward(context))
+
+
+def load_corpus(context: BuildContext) -> list[Passage]:
+    """The retrieval corpus's passages (``retrieval.corpus``, else the world's), read once into ``context``."""
+    if context.corpus is None:
+        config = context.config
         path = config.retrieval.corpus or (context.world_dir / "corpus.jsonl" if context.world_dir else None)
         if path is None:
             raise ConfigError(f"trainer.method={config.trainer.method} needs the passages' text: set "
                               "retrieval.corpus, or train on a built world (--world).")
         context.corpus = read_corpus(path)
-    if method.needs_scorer and context.policy is None and context.reference is None:
-        raise ConfigError(f"trainer.method={config.trainer.method} scores steps with a model: pass the policy or "
-                          "the frozen reference in the BuildContext.")
-    return sampler_for(config, method.reward(context))
+    return context.corpus
 
 
 def check_gold_evidence(config: RunConfig, records: list[QARecord]) -> None:

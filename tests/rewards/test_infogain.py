@@ -13,7 +13,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from slate.config import TinyModelConfig
 from slate.data.records import Passage, QARecord
-from slate.errors import ConfigError
+from slate.errors import ConfigError, SlateError
 from slate.retrieval.base import Hit
 from slate.rewards.infogain import (
     GoldAnswerScorer,
@@ -22,10 +22,9 @@ from slate.rewards.infogain import (
     information_gain,
     scoring_model,
 )
-from slate.rewards.judged import StepToScore
 from slate.rollout.actions import parse_step, render_information
 from slate.rollout.engine import information_ids
-from slate.rollout.episode import Episode, Step
+from slate.rollout.episode import Episode, Step, StepToScore
 from slate.rollout.policy import Policy, build_tiny_policy
 
 TEXTS = ["Kesh Fenn was born in Port Dalvin. Velmora Labs is a software company. What is the birthplace of Kesh Fenn? "
@@ -104,7 +103,7 @@ def _hand_reward(tiny: Policy, **options) -> tuple[InfoGainReward, Policy, float
     hand = Policy(model=HandModel(len(tiny.tokenizer), trigger[0], set(gold)), tokenizer=tiny.tokenizer, name="hand")
     scorer = GoldAnswerScorer(hand, scoring_model(hand.model, base_only=False), measure=options.pop("measure",
                                                                                                       "logprob"))
-    reward = InfoGainReward(scorer, retrieve=lambda steps: None, max_information_tokens=200, **options)
+    reward = InfoGainReward(scorer, max_information_tokens=200, **options)
     vocab, boosted = len(tiny.tokenizer), len(set(gold))
     before = -math.log(vocab)
     after = BETA - math.log(vocab - boosted + boosted * math.exp(BETA))
@@ -201,7 +200,7 @@ def test_truncated_and_full_samplers_give_the_same_step_rewards(tiny: Policy) ->
     for baseline, corpus in (("before", None), ("random_docs", [Passage(f"r{i}", f"R{i}\nR{i} is here.")
                                                                 for i in range(9)])):
         scorer = GoldAnswerScorer(tiny, scoring_model(tiny.model, base_only=False))
-        reward = InfoGainReward(scorer, retrieve=lambda steps: None, max_information_tokens=200, baseline=baseline,
+        reward = InfoGainReward(scorer, max_information_tokens=200, baseline=baseline,
                                 corpus=corpus, scale=1.0, clip=None)
         steps = [_search(tiny, "Velmora Labs founder", [USELESS_PASSAGE]),
                  _search(tiny, "Kesh Fenn birthplace", [GOLD_PASSAGE]), _answer(tiny, "Port Dalvin")]
@@ -218,7 +217,7 @@ def test_truncated_and_full_samplers_give_the_same_step_rewards(tiny: Policy) ->
 
 def test_a_gold_answer_that_does_not_fit_the_context_is_skipped_and_counted(tiny: Policy) -> None:
     scorer = GoldAnswerScorer(tiny, scoring_model(tiny.model, base_only=False))
-    reward = InfoGainReward(scorer, retrieve=lambda steps: None, max_information_tokens=200)
+    reward = InfoGainReward(scorer, max_information_tokens=200)
     long_record = QARecord(id="q8", question="?", golden_answers=(" ".join(["Port Dalvin"] * 400),))
     episode = Episode(record=long_record, prompt_ids=tiny.encode("What is it?"))
     [value] = reward.score_steps([StepToScore(episode, _search(tiny, "Kesh", [GOLD_PASSAGE]), 1)])
@@ -228,8 +227,16 @@ def test_a_gold_answer_that_does_not_fit_the_context_is_skipped_and_counted(tiny
 
 def test_questions_without_a_golden_answer_are_refused_at_start_up(tiny: Policy) -> None:
     reward = InfoGainReward(GoldAnswerScorer(tiny, scoring_model(tiny.model, base_only=False)),
-                            retrieve=lambda steps: None, max_information_tokens=200)
+                            max_information_tokens=200)
     reward.check_records([RECORD])
     empty = QARecord(id="nq-17", question="who?", golden_answers=("",), dataset="nq")
     with pytest.raises(ConfigError, match="question 'nq-17' of nq has no golden answer"):
         reward.check_records([RECORD, empty])
+
+
+def test_a_search_candidate_without_its_passages_is_an_error_not_a_zero(tiny: Policy) -> None:
+    reward = InfoGainReward(GoldAnswerScorer(tiny, scoring_model(tiny.model, base_only=False)),
+                            max_information_tokens=200)
+    episode = Episode(record=RECORD, prompt_ids=tiny.encode(RECORD.question))
+    with pytest.raises(SlateError, match="retrieve_candidates=True"):
+        reward.score_steps([StepToScore(episode, _search(tiny, "Kesh", None), 1)])

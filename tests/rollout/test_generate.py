@@ -3,10 +3,10 @@ from __future__ import annotations
 import torch
 
 from slate.config import TinyModelConfig
+from slate.logprobs import pad_batch, token_logprobs
 from slate.rollout.actions import STOP_STRINGS
 from slate.rollout.generate import SamplingParams, StopCondition, sample_branches
 from slate.rollout.policy import build_tiny_policy
-from slate.trainer.forward import pad_batch, token_logprobs
 
 TEXTS = ["Who founded Velmora Labs? <think> a </think><search> b </search><answer> c </answer>"] * 10
 

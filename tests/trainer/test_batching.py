@@ -12,11 +12,11 @@ from token_sum_reward import TokenSumReward
 
 from slate.algorithms.losses import policy_loss
 from slate.data.records import read_qa_jsonl
+from slate.logprobs import _head_logprobs, pad_batch, token_logprobs
 from slate.methods import sampler_for
 from slate.retrieval.bm25 import Bm25Retriever
 from slate.samples import Sample
 from slate.trainer.batching import make_units, micro_tensors, pack_micro_batches, padded_tokens, prefix_len
-from slate.trainer.forward import _head_logprobs, pad_batch, token_logprobs
 from slate.trainer.loop import Trainer
 
 

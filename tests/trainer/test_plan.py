@@ -81,3 +81,17 @@ def test_memory_estimate_by_hand() -> None:
     params = KNOWN_SHAPES["smollm2-135m"].num_parameters
     expected = f"{20 * params / 2**30:.1f} GiB replicated"
     assert _row(plan, "memory", "weights + reference + grads + AdamW").startswith(expected)
+
+
+def test_the_information_gain_scoring_pass_is_in_the_plan_by_hand() -> None:
+    # SmolLM2-135M, float32, LoRA: KV per token 2 x 30 layers x kv 192 (3 of 9 heads of 64) x 4 bytes = 46,080 B;
+    # a pass of 8,192 tokens copied for k + 1 = 6 continuations: 8,192 x 6 x 46,080 B = 2.1 GiB; no frozen copy
+    config = load_config(None, ["trainer.method=slate_ig", "model.source=smollm2", "model.dtype=float32",
+                                "trainer.lora_rank=16"])
+    row = _row(build_plan(config, launched_processes=1), "memory", "information-gain scoring (no grad)")
+    shape = KNOWN_SHAPES["smollm2-135m"]
+    assert (shape.num_layers, shape.kv_size) == (30, 192)
+    assert row.startswith(f"≤ {8192 * 6 * 2 * 30 * 192 * 4 / 2**30:.1f} GiB per pass")
+    assert "frozen copy" not in row
+    searchr1 = build_plan(load_config(None, ["model.source=smollm2"]), launched_processes=1)
+    assert not any(key == "information-gain scoring (no grad)" for key, _ in searchr1.sections["memory"])

@@ -23,7 +23,7 @@ log-likelihoods (``measure: logprob``, the default).
 
 Cost: one scoring forward per value, batched. Siblings share their prefix (SLATE's k candidates of a step; the
 boundaries of one trajectory nest), so each prefix runs once and every row continues from its KV cache
-(``trainer.forward.grouped_token_logprobs``, the update's own shared-prefix pass). Counted as
+(``logprobs.grouped_token_logprobs``, the update's own shared-prefix pass). Counted as
 ``reward/infogain_forward_tokens`` (prefix and continuation tokens through the model); values that do not fit the
 model's context are skipped and counted (``reward/infogain_skipped``): the step then has no reward (None), never 0.
 
@@ -46,15 +46,14 @@ from dataclasses import dataclass
 import torch
 
 from slate.data.records import Passage, QARecord
-from slate.errors import ConfigError
+from slate.errors import ConfigError, SlateError
 from slate.eval.metrics import exact_match
+from slate.logprobs import grouped_token_logprobs
 from slate.retrieval.base import Hit
-from slate.rewards.judged import StepToScore
 from slate.rollout.actions import ANSWER_CLOSE, ANSWER_OPEN
 from slate.rollout.engine import information_ids
-from slate.rollout.episode import Episode, Step
+from slate.rollout.episode import Episode, Step, StepToScore
 from slate.rollout.policy import Policy
-from slate.trainer.forward import grouped_token_logprobs
 
 logger = logging.getLogger(__name__)
 INVALID_STEP_REWARD = -1.0
@@ -169,7 +168,7 @@ class InfoGainReward:
 
     name = "infogain"
 
-    def __init__(self, scorer: GoldAnswerScorer, retrieve: Callable[[list[Step]], None], max_information_tokens: int,
+    def __init__(self, scorer: GoldAnswerScorer, max_information_tokens: int,
                  baseline: str = "before", scale: float = 1.0, clip: float | None = None,
                  outcome_coef: float = 1.0, corpus: list[Passage] | None = None, top_k: int = 3,
                  seed: int = 0) -> None:
@@ -178,7 +177,6 @@ class InfoGainReward:
                               "and none was given; pass the corpus (retrieval.corpus or the world's) or use "
                               "baseline=before.")
         self.scorer = scorer
-        self.retrieve = retrieve  # fills a search step's hits and <information> ids (no-op once it has them)
         self.max_information_tokens = max_information_tokens
         self.baseline = baseline
         self.scale = scale
@@ -206,9 +204,14 @@ class InfoGainReward:
 
     # -- the two samplers' entry points -----------------------------------------------------------------------------
     def score_steps(self, targets: list[StepToScore]) -> list[float | None]:
-        """SLATE's siblings: each search candidate is retrieved now (the chosen one is not retrieved again), then
-        scored against its shared prefix; the "before" value is computed once per prefix."""
-        self.retrieve([t.step for t in targets if t.step.action == "search" and not t.step.is_forced])
+        """SLATE's siblings, each search candidate already retrieved by the sampler (``retrieves_candidates`` in
+        methods.py; the chosen one is not searched again), scored against its shared prefix; the "before" value is
+        computed once per prefix."""
+        unretrieved = [t for t in targets if self._is_search(t.step) and not t.step.feedback_ids]
+        if unretrieved:
+            raise SlateError(f"InfoGainReward: {len(unretrieved)} search candidate(s) reached the reward without their "
+                             "retrieved passages; its sampler must retrieve them first (TruncatedStepSampler("
+                             "retrieve_candidates=True), as methods.py builds it for slate_ig).")
         requests: list[ValueRequest] = []
         owners: list[tuple[int, str]] = []  # (target, "after" | "baseline")
         before: dict[int, int] = {}  # episode id -> index of its shared "before" request

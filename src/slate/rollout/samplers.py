@@ -85,8 +85,11 @@ class FullTrajectorySampler:
 class TruncatedStepSampler:
     def __init__(self, reward: StepReward, group_size: int, selection_temperature: float,
                  greedy_selection: bool = False, adv_eps: float = 1e-6, seed: int = 0,
-                 adv_std_floor: float = 0.0) -> None:
+                 adv_std_floor: float = 0.0, retrieve_candidates: bool = False) -> None:
         self.reward = reward
+        # a reward that judges a search by what it retrieved (the information gain) sees every candidate's passages;
+        # a judge scores the query itself, and only the chosen candidate is searched
+        self.retrieve_candidates = retrieve_candidates
         self.group_size = group_size
         self.selection_temperature = selection_temperature
         self.greedy_selection = greedy_selection
@@ -113,6 +116,8 @@ class TruncatedStepSampler:
         while active := [e for e in episodes if not engine.is_done(e)]:
             # propose: k one-step candidates from each active prefix (one shared prefill per prefix)
             proposals = engine.propose(active, k)
+            if self.retrieve_candidates:  # one batch for every search candidate; execute() will not search again
+                engine.retrieve([c.step for group in proposals for c in group])
             # score: one reward per candidate, every group of the step in one batch (one judge call)
             start = time.perf_counter()
             rewards = self.reward.score_steps([StepToScore(c.episode, c.step, len(c.episode.steps) + 1)

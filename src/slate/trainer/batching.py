@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
+from slate.logprobs import grouped_token_logprobs, pad_batch, token_logprobs
 from slate.runtime import autocast_bf16
 from slate.samples import Sample
-from slate.trainer.forward import grouped_token_logprobs, pad_batch, token_logprobs
 
 Unit = list[Sample]
 

@@ -252,3 +252,14 @@ def _plan_memory(plan: RunPlan, config: RunConfig, init: Path | None, processes:
              f"gradient checkpointing {'on' if config.model.gradient_checkpointing else 'off'})")
     plan.add("memory", "estimated peak per GPU", f"{gib(state + activations)} (DDP) / "
              f"{gib(sharded_state / processes + reference + activations)} (sharded)")
+    if method_of(config).needs_scorer:  # information-gain scoring passes run during the rollout, without gradients
+        options = config.reward.infogain
+        copies = config.rollout.group_size + 1  # each prefix's keys and values, copied per candidate (and "before")
+        scoring = options.batch_tokens * copies * 2 * layers * shape.kv_size * w
+        scorer = params * w if (options.model == "reference" and not tc.lora_rank
+                                and config.algorithm.kl_coef == 0) else 0  # a frozen copy kept for scoring alone
+        plan.add("memory", "information-gain scoring (no grad)",
+                 f"≤ {gib(scoring + scorer)} per pass of ≤ {options.batch_tokens:,} tokens (keys and values of "
+                 f"each prefix copied for its {copies} continuations" + (", plus a frozen copy of the model"
+                                                                          if scorer else "")
+                 + f"); during the rollout, not beside the update's activations; scored by the {options.model}")

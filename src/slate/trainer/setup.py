@@ -21,9 +21,9 @@ from accelerate import Accelerator
 
 from slate.config import RunConfig
 from slate.errors import ConfigError
+from slate.logprobs import enable_checkpointing, grouped_token_logprobs, token_logprobs
 from slate.rollout.policy import Policy, load_policy
 from slate.runtime import autocast_bf16, choose_bf16_autocast, describe_cpu
-from slate.trainer.forward import enable_checkpointing, grouped_token_logprobs, token_logprobs
 
 logger = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ import torch
 from slate.config import RunConfig
 from slate.data.records import QARecord, read_corpus
 from slate.errors import ConfigError
+from slate.logprobs import pad_batch, token_logprobs
 from slate.retrieval.base import Retriever
 from slate.rollout.actions import TAGS, parse_step, render_information
 from slate.rollout.engine import information_ids
@@ -31,7 +32,6 @@ from slate.rollout.episode import Episode, Step
 from slate.rollout.policy import Policy, build_tiny_policy, load_policy
 from slate.rollout.prompt import build_prompt
 from slate.runtime import choose_bf16_autocast
-from slate.trainer.forward import pad_batch, token_logprobs
 from slate.world.demonstrations import MistakeRates, ScriptedSearcher, ScriptedStep
 
 logger = logging.getLogger(__name__)

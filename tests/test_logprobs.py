@@ -5,8 +5,8 @@ import math
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from slate.trainer import forward
-from slate.trainer.forward import grouped_token_logprobs, pad_batch, token_logprobs
+from slate import logprobs as forward
+from slate.logprobs import grouped_token_logprobs, pad_batch, token_logprobs
 
 
 def _model() -> LlamaForCausalLM:

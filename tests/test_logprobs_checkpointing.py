@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from slate.trainer.forward import enable_checkpointing, grouped_token_logprobs, pad_batch
+from slate.logprobs import enable_checkpointing, grouped_token_logprobs, pad_batch
 
 
 def _model() -> LlamaForCausalLM:

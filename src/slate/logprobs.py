@@ -1,4 +1,7 @@
-"""Per-token log-probs of a batch of sequences, computing the LM head only where a token is trained on.
+"""Per-token log-probs of a batch of sequences under a model, the LM head applied only where a token is scored.
+
+Used by the update (policy and reference log-probs), SFT, and rewards that score text with a model (the information
+gain).
 
 Only a fraction of a trajectory's tokens are policy tokens (retrieved passages dominate), so projecting every
 hidden state onto the vocabulary wastes most of the head's FLOPs and memory. We run the decoder, gather the hidden
