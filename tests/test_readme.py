@@ -67,6 +67,7 @@ def test_the_metric_table_lists_what_the_components_report(tiny_world: Path) -> 
     from slate.judge.oracle import OracleJudge
     from slate.methods import BuildContext, build_sampler, judged_reward, sampler_for
     from slate.retrieval.http import HttpRetriever
+    from slate.rollout.policy import load_hf_policy
 
     table = _metric_table()
     assert {"rollout/em", "judge/calls", "time/rollout_s", "lr"} <= table
@@ -75,6 +76,9 @@ def test_the_metric_table_lists_what_the_components_report(tiny_world: Path) -> 
     stepsearch = load_config("configs/stepsearch-tiny.yaml")
     reported |= set(build_sampler(stepsearch, BuildContext(stepsearch, world_dir=tiny_world)).metrics())
     reported |= set(HttpRetriever("http://127.0.0.1:9/retrieve").metrics())
+    infogain = load_config("configs/slate_ig-tiny.yaml", [f"world.dir={tiny_world}"])
+    policy = load_hf_policy(REPO_ROOT / "results" / "start_policy")
+    reported |= set(build_sampler(infogain, BuildContext(infogain, policy=policy)).metrics())
     missing = {_table_name(key) for key in reported} - table
     assert not missing, f"metrics missing from the README's table: {sorted(missing)}"
 

@@ -196,11 +196,12 @@ class InfoGainReward:
                                   "likelihood. Fix or drop the row.")
 
     def metrics(self) -> dict[str, float]:
-        """The scorer's and this reward's counters since the last call (read and reset)."""
+        """Scoring-forward tokens, steps scored and steps skipped since the last call (read and reset)."""
         counts = self.scorer.counters + self.counters
         self.scorer.counters.clear()
         self.counters.clear()
-        return {key: float(value) for key, value in counts.items()}
+        return {key: float(counts[key]) for key in ("reward/infogain_forward_tokens", "reward/infogain_scored",
+                                                     "reward/infogain_skipped")}
 
     # -- the two samplers' entry points -----------------------------------------------------------------------------
     def score_steps(self, targets: list[StepToScore]) -> list[float | None]:
