@@ -377,9 +377,9 @@ class SFTConfig(_Strict):
                                                              "more, answer at the last hop with the entity in hand "
                                                              "instead of searching. Above 0.5 imitation keeps it.")
     give_up_min_hops: int = Field(3, ge=2, description="Shortest chain on which the demonstrator gives up.")
-    vague_habit_rate: float = Field(0.0, ge=0, le=1, description="Demo habit at every hop: search vaguely first (a "
-                                    "name's first word, or the relation alone), then properly, whatever the budget: "
-                                    "one wasted step per hop. Above 0.5 imitation keeps it; with a tight budget "
+    vague_habit_rate: float = Field(0.0, ge=0, le=1, description="Demo habit at every hop: search for the bare "
+                                    "relation first ('born in'), then properly, whatever the budget: one wasted "
+                                    "step per hop. Above 0.5 imitation keeps it; with a tight budget "
                                     "(rollout.budget_slack) a trajectory succeeds only if it skips the habit at "
                                     "enough hops. Replaces vague_query_rate where set.")
 
