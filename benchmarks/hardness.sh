@@ -41,7 +41,7 @@ done
 # the starts' properties under every budget slack; the protocol's rule picks s_hard (medium: s_hard + 2)
 starts() {  # NAME START SETTING
   [ -f "$ROOT/starts/$1.json" ] || $PY benchmarks/hardness.py start --sft "$2" --setting "$3" --world "$W6" \
-      --slacks 0 1 2 3 4 --out "$ROOT/starts/$1.json"
+      --slacks 0 1 2 3 4 5 6 --out "$ROOT/starts/$1.json"
 }
 starts slacks-hard-base "$RUNS/sft/hard-base-4500/policy" configs/hardness/hard.yaml
 SLACK=${SLACK:-$($PY -c "
