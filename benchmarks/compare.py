@@ -189,6 +189,14 @@ def arm_config(name: str, seed: int, args: argparse.Namespace, world: Path, lr: 
     return load_config([preset, *args.setting], overrides)
 
 
+def select_questions(records: list[QARecord], count: int, args: argparse.Namespace) -> list[QARecord]:
+    """The evaluation questions: ``count`` balanced over hop counts (``--question-order stratified``), or the first
+    ``count`` in file order (``file``: the selection of comparisons run before 2026-12-07, whose rows a new arm joins)."""
+    if getattr(args, "question_order", "stratified") == "file":
+        return records[:count]
+    return stratified(records, count)
+
+
 def eval_marks(args: argparse.Namespace) -> list[int]:
     """Policy-token marks of the dense curve: every ``--eval-every-tokens`` up to ``--dense-until``, then every
     ``--eval-every-tokens-after`` up to the budget; [] without ``--eval-every-tokens``."""
@@ -266,7 +274,7 @@ def run_arm(name: str, seed: int, args: argparse.Namespace, retriever, world: Pa
     run_dir = out / f"{label}_seed{seed}"
     began = time.perf_counter()
     trainer = Trainer(config, read_qa_jsonl(world / "train.jsonl"), retriever, sft_dir, run_dir, world,
-                      stratified(read_qa_jsonl(world / "dev.jsonl"), args.dev_questions))
+                      select_questions(read_qa_jsonl(world / "dev.jsonl"), args.dev_questions, args))
     trainer.train(resume=True)
     wall = time.perf_counter() - began
     curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -319,6 +327,9 @@ def main() -> None:
                         help="dense curves: evaluate whenever the policy-token total passes a multiple of N")
     parser.add_argument("--dense-until", type=int, default=200_000, help="... up to this many tokens")
     parser.add_argument("--eval-every-tokens-after", type=int, default=0, help="... then every M tokens")
+    parser.add_argument("--question-order", choices=("stratified", "file"), default="stratified",
+                        help="evaluation questions balanced over hop counts, or the first N in file order (the "
+                             "selection of results/compare.json's rows, run before 2026-12-07)")
     parser.add_argument("--setting", type=Path, nargs="*", default=[],
                         help="presets layered over every arm's and the evaluation's (configs/hardness/hard.yaml)")
     parser.add_argument("--checkpoint-every", type=int, default=10)
@@ -350,7 +361,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     runs = args.out / "runs"
     retriever = Bm25Retriever.from_corpus_cached(args.world / "corpus.jsonl", args.world / "bm25_index")
-    test = stratified(read_qa_jsonl(args.world / "test.jsonl"), args.test_questions)
+    test = select_questions(read_qa_jsonl(args.world / "test.jsonl"), args.test_questions, args)
     # evaluation decodes greedily with the RL arms' rollout settings (step cap, budget, information budget)
     eval_config = load_config(["configs/searchr1-tiny.yaml", *args.setting],
                               [f"world.dir={args.world}", *[o for o in args.override if o.startswith("rollout.")]])
@@ -363,8 +374,8 @@ def main() -> None:
         args.lr_of = {**swept_rates(picks, [a for a in ARMS if a in args.arms]), **args.lr_of}
         logger.info("learning rates from the sweep: %s", args.lr_of)
     # the trainer evaluates each arm on these dev questions; the start's EM on them is every curve's 0-token point
-    dev = stratified(read_qa_jsonl(args.world / "dev.jsonl"), args.dev_questions)
-    dev_final = stratified(read_qa_jsonl(args.world / "dev.jsonl"), args.final_dev_questions)
+    dev = select_questions(read_qa_jsonl(args.world / "dev.jsonl"), args.dev_questions, args)
+    dev_final = select_questions(read_qa_jsonl(args.world / "dev.jsonl"), args.final_dev_questions, args)
     # the start's evaluations are greedy, so a later command on the same comparison reuses them
     previous = next((r for r in read_rows(raw_path) if r["arm"] == "start"), None)
     if previous and (previous["policy"], previous.get("questions")) == (str(args.sft), [len(test), len(dev)]):
