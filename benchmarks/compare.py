@@ -191,7 +191,7 @@ def arm_config(name: str, seed: int, args: argparse.Namespace, world: Path, lr: 
 
 def select_questions(records: list[QARecord], count: int, args: argparse.Namespace) -> list[QARecord]:
     """The evaluation questions: ``count`` balanced over hop counts (``--question-order stratified``), or the first
-    ``count`` in file order (``file``: the selection of comparisons run before 2026-12-07, whose rows a new arm joins)."""
+    ``count`` in file order (``file``: the selection of comparisons run before 2026-12-07, which a new arm joins)."""
     if getattr(args, "question_order", "stratified") == "file":
         return records[:count]
     return stratified(records, count)
