@@ -135,6 +135,10 @@ class RolloutConfig(_Strict):
                                                      "retrying can fix (connection, timeout, 5xx).")
     max_concurrent_requests: int = Field(16, ge=1, description="vllm backend: requests in flight at once, over all "
                                                                "servers (one request = one prefix, n = k).")
+    measure_update_shift: bool = Field(False, description="vllm backend: after each update, the trainer's log-probs "
+                                       "of the step's samples again (rollout/update_shift): beside the next step's "
+                                       "rollout/logprob_gap it shows the servers serve the new weights, not the old "
+                                       "ones or the base model without its adapter. One extra scoring pass.")
     sync_dir: str | None = Field(None, description="vllm backend: where each policy version's adapter or weights "
                                                    "are written for the servers to read (default: <out>/weight_sync; "
                                                    "must be readable by the servers).")
@@ -325,6 +329,9 @@ class TrainerConfig(_Strict):
     lora_target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Modules that get LoRA adapters: all-linear (the paper: every linear layer but the "
                                   "output head) or a list of module names, e.g. [q_proj, v_proj].")
+    collective_timeout_s: float = Field(1800.0, gt=0, description="Longest wait of one process for the others in a "
+                                        "collective (gradients, metrics, weight sync): past it the run stops with an "
+                                        "error naming the rank and what it waited for, instead of hanging.")
     num_processes: int | None = Field(None, ge=1, description="Processes (GPUs) the recipe expects; a launch with "
                                                               "fewer is refused, since per-process batches would grow.")
     log_episodes_every: int = Field(10, ge=0, description="Write a few whole episodes to episodes.jsonl every N steps.")

@@ -81,9 +81,10 @@ class Method:
 
 
 def judged_reward(config: RunConfig, judge: Judge) -> JudgedStepReward:
+    # no failure check per batch: the trainer checks judge.max_failure_share on counts summed over processes
     return JudgedStepReward(judge, config.rollout.max_steps, config.reward.early_answer_bonus,
-                            config.reward.score_forced_answer, config.judge.max_failure_share,
-                            config.judge.failure_hint, config.judge.max_context_chars)
+                            config.reward.score_forced_answer, None, config.judge.failure_hint,
+                            config.judge.max_context_chars)
 
 
 def _outcome_em(context: BuildContext) -> OutcomeEM:

@@ -118,7 +118,7 @@ def test_more_processes_than_launched_is_one_clear_error(tiny_policy_dir: Path, 
 def test_methods_that_need_gold_evidence_refuse_real_data_at_start(tmp_path: Path) -> None:
     code, output = _train("--config", "configs/stepsearch-tiny.yaml", "--data", str(NQ), "--out", str(tmp_path / "r"),
                           "model.source=smollm2", *REAL)
-    _one_clear_error(code, output, "stepsearch needs gold evidence", "searchr1, slate_em need none",
+    _one_clear_error(code, output, "stepsearch needs gold evidence", "searchr1, slate_em, igpo, slate_ig need none",
                      "methods with an LLM judge")
     code, output = _train("--config", "configs/slate-tiny.yaml", "--data", str(NQ), "--out", str(tmp_path / "r"),
                           "model.source=smollm2", *REAL)

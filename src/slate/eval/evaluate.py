@@ -61,3 +61,12 @@ def evaluate(engine: RolloutEngine, records: list[QARecord], batch_questions: in
     for start in range(0, len(records), batch_questions):
         episodes += engine.rollout(records[start:start + batch_questions], copies=1, greedy=True)
     return report(episodes), episodes
+
+
+def eval_metrics(engine: RolloutEngine, records: list[QARecord]) -> dict[str, float]:
+    """A periodic evaluation during training, as metrics: ``eval/em``, ``eval/valid_rate``, ``eval/em_<h>hop``. Its
+    rollouts are not training rollouts: the engine's counters are read and dropped."""
+    result, _ = evaluate(engine, records)
+    engine.metrics()
+    return {"eval/em": result["em"], "eval/valid_rate": result["valid_rate"],
+            **{f"eval/em_{hops}hop": values["em"] for hops, values in result.get("by_hops", {}).items()}}

@@ -33,11 +33,17 @@ def check_failures(verdicts: Sequence[JudgeVerdict], max_failure_share: float, w
     ``where`` names the place (e.g. "step 12, group 3"); ``hint`` says what to check (a backend may pass its URL).
     A share exactly equal to the limit passes.
     """
-    failed = sum(v.failed for v in verdicts)
-    share = failure_share(verdicts)
+    check_failure_counts(sum(v.failed for v in verdicts), len(verdicts), max_failure_share, where, hint)
+
+
+def check_failure_counts(failed: int, total: int, max_failure_share: float, where: str,
+                         hint: str = DEFAULT_HINT) -> None:
+    """``check_failures`` on counts: ``failed`` of ``total`` verdicts (the trainer sums them over processes)."""
+    if total <= 0 or failed <= 0:
+        return
+    share = failed / total
     if share > max_failure_share:
-        raise JudgeError(f"judge unavailable: {failed}/{len(verdicts)} verdicts failed ({share:.0%}, above "
-                         f"judge.max_failure_share={max_failure_share:g}) at {where}. {hint}")
-    if failed:
-        logger.warning("%s: %d/%d judge verdicts failed and scored 0 (%.0f%%).", where, failed, len(verdicts),
-                       100 * share)
+        raise JudgeError(f"judge unavailable: {failed}/{total} verdicts failed ({share:.0%}, above "
+                         f"judge.max_failure_share={max_failure_share:g}) at {where}; the step was not trained. "
+                         f"{hint or DEFAULT_HINT}")
+    logger.warning("%s: %d/%d judge verdicts failed and scored 0 (%.0f%%).", where, failed, total, 100 * share)

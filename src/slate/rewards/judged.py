@@ -54,7 +54,7 @@ def answer_bonus(step_index: int, max_steps: int, early_answer_bonus: float) -> 
 
 class JudgedStepReward:
     def __init__(self, judge: Judge, max_steps: int, early_answer_bonus: float = 0.1,
-                 score_forced_answer: bool = False, max_failure_share: float = 0.5, failure_hint: str = "",
+                 score_forced_answer: bool = False, max_failure_share: float | None = None, failure_hint: str = "",
                  max_context_chars: int | None = None) -> None:
         self.judge = judge
         self.max_context_chars = max_context_chars
@@ -86,7 +86,8 @@ class JudgedStepReward:
             prefixes.setdefault((id(target.episode), target.step_index), target)
         self._count_context_cut(list(prefixes.values()))
         verdicts: list[JudgeVerdict] = self.judge.score(items) if items else []
-        if verdicts:
+        self.counters["judge/verdicts"] += len(verdicts)  # the trainer checks the failed share, summed over ranks
+        if verdicts and self.max_failure_share is not None:  # a caller that checks each batch on its own
             check_failures(verdicts, self.max_failure_share, where=f"step {targets[0].step_index}",
                            hint=self.failure_hint or "check the judge backend")
         by_owner: dict[int, list[JudgeVerdict]] = {}
@@ -132,8 +133,8 @@ class JudgedStepReward:
         """The reward's counters (failed verdicts, passages cut from the judge's context) and its judge's, since the
         last call."""
         counts, self.counters = self.counters, Counter()
-        return {"judge/failed_verdicts": 0.0, **{key: float(value) for key, value in counts.items()},
-                **self.judge.metrics()}
+        return {"judge/failed_verdicts": 0.0, "judge/verdicts": 0.0,
+                **{key: float(value) for key, value in counts.items()}, **self.judge.metrics()}
 
 
 def _prefix_view(episode: Episode, upto: int) -> Episode:

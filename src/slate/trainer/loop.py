@@ -7,10 +7,9 @@ reference's log-probs and runs ``update_epochs`` passes of PPO-clip + k3-KL over
 (``algorithms.losses.policy_loss``). Set-up (policy, LoRA, reference, optimizer): ``setup.py``; save, resume and
 export: ``checkpoint.py``; metrics: ``metrics.py``; data order: ``schedule.py``.
 
-Distributed: built on accelerate, so the same file runs on a CPU, one GPU, or many processes (DDP; FSDP or
-DeepSpeed through an accelerate config). Every process samples its own share of questions; gradients are averaged
-by the wrapper; every process runs the same number of forward/backward passes per optimizer step (short ones run a
-zero-weight pass) so that collectives line up. Token aggregation is over the process's minibatch, then averaged.
+Distributed (accelerate: a CPU, one GPU, or DDP / FSDP / DeepSpeed processes): each process samples its share of
+questions, gradients are averaged, and every process runs as many passes per optimizer step (short ones a zero-weight
+pass) so collectives line up; failures and failure counts are shared between processes (``distributed.py``).
 """
 
 from __future__ import annotations
@@ -29,17 +28,16 @@ from slate.algorithms.losses import policy_loss
 from slate.config import RunConfig, save_config
 from slate.data.records import QARecord
 from slate.errors import TrainingError
-from slate.eval.evaluate import evaluate
+from slate.eval.evaluate import eval_metrics
 from slate.methods import BuildContext, build_sampler
 from slate.retrieval.base import Retriever
-from slate.retrieval.failures import check_retrieval_failures
 from slate.rollout.engine import RolloutEngine
 from slate.samples import Sample, Sampler
-from slate.trainer import checkpoint, faults
+from slate.trainer import checkpoint, distributed, faults
 from slate.trainer.batching import Unit, make_units, micro_tensors, pack_micro_batches, reference_logprobs
 from slate.trainer.metrics import MetricLogger, batch_metrics, max_over_processes, reduce_over_processes, timed
 from slate.trainer.schedule import TrainState, crossed_mark, questions_for_step
-from slate.trainer.setup import build_models, start_run
+from slate.trainer.setup import build_models, build_server_rollouts, start_run
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +48,9 @@ class Trainer:
                  accelerator: Accelerator | None = None, sampler: Sampler | None = None) -> None:
         """``sampler``: the method's sampler of ``config`` unless one is given (a test's reward, an ablation's)."""
         self.config, self.records, self.eval_records, self.out_dir = config, train_records, eval_records or [], out_dir
-        self.accelerator = acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         tc = config.trainer
+        self.accelerator = acc = accelerator or distributed.make_accelerator(tc.collective_timeout_s)
+        self.phase = distributed.Phase()  # what this process is doing: a collective that fails says so
         start_run(config, acc)  # the processes launched, the seeds, the CPU
         self.models = build_models(config, init, acc)
         self.policy, self.reference, self.module = self.models.policy, self.models.reference, self.models.module
@@ -59,19 +58,15 @@ class Trainer:
         self.bf16_autocast = self.models.bf16_autocast
         self.engine = RolloutEngine(self.policy, retriever, config.rollout, config.retrieval.top_k,
                                     config.retrieval.max_retries, seed=tc.seed * 1000 + acc.process_index)
-        self.server_rollouts = None  # rollout.backend=vllm: sampling on servers, weights synced every step
-        if config.rollout.backend == "vllm":
-            from slate.trainer.server_rollouts import ServerRollouts
-
-            self.server_rollouts = ServerRollouts(config, self.engine, out_dir, acc.device, acc.is_main_process,
-                                                  acc.wait_for_everyone)
+        # rollout.backend=vllm: sampling on servers, weights synced every step (None in-process)
+        self.server_rollouts = build_server_rollouts(config, self.engine, out_dir, acc)
         self.sampler = sampler or build_sampler(config, BuildContext(config, train_records, world_dir,
                                                                      policy=self.policy, reference=self.reference))
-        self.update_generator = torch.Generator().manual_seed(tc.seed)
-        self.state = TrainState()
+        self.update_generator, self.state = torch.Generator().manual_seed(tc.seed), TrainState()
         self.logger = MetricLogger(out_dir, enabled=acc.is_main_process, report_to=tc.trackers,
                                    project=tc.wandb_project, config=config.model_dump(mode="json"))
-        self.generated_tokens = 0
+        # policy tokens generated so far; the ids of this process's training questions (for its rank report)
+        self.generated_tokens, self.questions_seen = 0, list[str]()
         self._last_unit: Unit = []  # a zero-weight pass needs some unit when a process runs dry
 
     # -- one RL step ----------------------------------------------------------------------------------------------
@@ -83,15 +78,21 @@ class Trainer:
         server: dict[str, float] = {}
         # 1. Sample: rollouts, their step rewards and each candidate's group advantage A on its own tokens. The
         #    sampler computes A (algorithms/advantages.py), because SLATE draws the next prefix from softmax(A / η).
+        #    No collective runs inside, so a process that fails here (a dead server) tells the others, and all stop.
         self.policy.model.eval()
+        if self.server_rollouts is not None:  # the servers must serve this step's weights before sampling
+            server |= self.server_rollouts.ensure_synced(self._trained_model(), self.state.step)
+        error, batch = None, None
         with timed(times, "time/rollout_s"):
-            if self.server_rollouts is not None:  # the servers must serve this step's weights before sampling
-                server |= self.server_rollouts.ensure_synced(self._trained_model(), self.state.step)
-            batch = self.sampler.sample(self.engine, records)
+            try:
+                batch = self.sampler.sample(self.engine, records)
+            except Exception as failure:
+                error = failure
+        distributed.agree_on_error(acc, error, self.phase(f"sampling step {step}").name)
         counted = {**self.engine.metrics(), **self.sampler.metrics()}
-        # 2. Checks: a dead retriever stops the run; server samples must come from the version being trained
-        check_retrieval_failures(int(counted["retrieval/failed_searches"]), int(counted["retrieval/searches"]),
-                                 self.config.retrieval.max_failure_share, step)
+        # 2. Checks, on counts summed over processes (every rank decides alike): a dead retriever or judge stops the
+        #    run before the update; server samples must come from the version being trained
+        distributed.check_failures_over_processes(acc, counted, self.config, step)
         faults.maybe_die("rollout", step)
         if self.server_rollouts is not None:  # version check + the trainer's old log-probs, before any update
             server |= self.server_rollouts.before_update(batch.samples, self.state.step, self._trained_model(),
@@ -100,6 +101,7 @@ class Trainer:
             raise TrainingError("the sampler produced no training samples; check rollout.max_steps and the data.")
         # 3. Reference log-probs, once per step: the reference is frozen, so they hold for every update epoch
         self.policy.model.train()
+        self.phase(f"updating at step {step}")
         with timed(times, "time/update_s"):
             units, grouped = make_units(batch.samples, trees=tc.tree_packing)
             with timed(times, "time/reference_s"):
@@ -108,7 +110,9 @@ class Trainer:
             update = self.update(units, grouped)
         if self.server_rollouts is not None:  # the next version goes to the servers
             server |= self.server_rollouts.push(self._trained_model(), step)
-        # 5. Metrics: the batch's, every component's counters, the update's; averaged over processes
+        # 5. Metrics: the batch's, every component's counters, the update's; over processes (counts summed)
+        self.phase(f"reducing step {step}'s metrics")
+        self.questions_seen += [record.id for record in records]
         metrics = reduce_over_processes({**batch_metrics(batch), **counted, **update, **server, **times,
                                          "lr": self.scheduler.get_last_lr()[0]}, acc)
         self.generated_tokens += int(metrics["rollout/step_generated_tokens"])
@@ -117,14 +121,14 @@ class Trainer:
         self.state.step = step
         return metrics
 
-    def _trained_model(self) -> torch.nn.Module:
+    def _trained_model(self) -> torch.nn.Module:  # the model the optimizer trains, outside accelerate's wrapper
         return self.accelerator.unwrap_model(self.module).model
 
     # -- the update -----------------------------------------------------------------------------------------------
     # A unit is what must share a forward pass: a group of samples sharing a prefix (SLATE: the prefix runs once) or
     # one full trajectory. Several units run in one pass, packed by padded tokens (``trainer.micro_batch_tokens``).
     def micro_batches(self, units: list[Unit], grouped: bool) -> list[list[Unit]]:
-        tc = self.config.trainer
+        tc = self.config.trainer  # grouped units (SLATE's siblings) run one prefix per row of the pass
         return pack_micro_batches(units, grouped, tc.micro_batch_tokens, 1 if grouped else tc.micro_batch_size)
 
     def fill_reference_logprobs(self, units: list[Unit], grouped: bool) -> None:
@@ -252,11 +256,9 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Greedy dev evaluation: ``eval/em``, ``eval/valid_rate`` and ``eval/em_<h>hop``."""
         self.policy.model.eval()
-        result, _ = evaluate(self.engine, self.eval_records)
-        self.engine.metrics()  # an evaluation's rollouts are not training rollouts: their counts are dropped
-        return {"eval/em": result["em"], "eval/valid_rate": result["valid_rate"],
-                **{f"eval/em_{hops}hop": values["em"] for hops, values in result.get("by_hops", {}).items()}}
+        return eval_metrics(self.engine, self.eval_records)
 
+    @distributed.naming_failed_collectives
     def train(self, resume: bool = False, stop_after: int | None = None,
               on_step: Callable[[int, int, dict[str, float]], None] | None = None) -> TrainState:
         tc, acc = self.config.trainer, self.accelerator
@@ -282,13 +284,17 @@ class Trainer:
             if on_step is not None:
                 on_step(self.state.step, tc.steps, metrics)
             if self.state.step % tc.checkpoint_every == 0 or self.state.step == tc.steps:
+                self.phase(f"saving the checkpoint of step {self.state.step}")
                 self.save_checkpoint()
             done_this_run += 1
             if stop_after is not None and done_this_run >= stop_after:
                 break
+        self.phase("exporting the policy")
         if acc.is_main_process:
             checkpoint.export_policy(self.models, acc, tc.lora_rank > 0, self.out_dir / "policy")
             save_config(self.config, self.out_dir / "policy" / "slate_config.yaml")
+        distributed.write_rank_report(self.out_dir, acc, self._trained_model(), self.questions_seen, self.state.step,
+                                      self.server_rollouts.pushes if self.server_rollouts is not None else 0)
         acc.wait_for_everyone()
         self.logger.close()
         return self.state

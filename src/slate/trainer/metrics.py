@@ -26,7 +26,16 @@ from slate.eval.metrics import exact_match
 from slate.samples import SampledBatch
 
 logger = logging.getLogger(__name__)
-SUMMED = {"rollout/step_generated_tokens", "rollout/samples"}  # totals over processes; every other key is averaged
+# counts are totals over processes (the judge calls of the run, not of an average rank); rates and means are averaged
+SUMMED_PREFIXES = ("judge/", "retrieval/")
+SUMMED = {"rollout/step_generated_tokens", "rollout/samples", "rollout/invalid_actions", "rollout/forced_answers",
+          "rollout/context_overflow", "rollout/carried_tokens", "rollout/server_retries", "rollout/server_resyncs",
+          "reward/infogain_forward_tokens", "reward/infogain_scored", "reward/infogain_skipped", "slate/groups",
+          "slate/unscored_groups", "stepsearch/format_gated"}
+
+
+def is_summed(key: str) -> bool:
+    return key in SUMMED or key.startswith(SUMMED_PREFIXES)
 
 
 def batch_metrics(batch: SampledBatch) -> dict[str, float]:
@@ -47,13 +56,14 @@ def batch_metrics(batch: SampledBatch) -> dict[str, float]:
 
 
 def reduce_over_processes(metrics: dict[str, float], accelerator: Accelerator) -> dict[str, float]:
-    """Average metrics over processes (the token and sample counts of ``SUMMED`` are summed)."""
+    """Average metrics over processes; counts (``is_summed``: judge and retrieval counters, tokens, samples) are
+    summed."""
     if accelerator.num_processes == 1:
         return metrics
     keys = sorted(metrics)
     values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=accelerator.device)
     gathered = accelerator.gather(values[None]).reshape(accelerator.num_processes, -1)
-    return {k: float(gathered[:, i].sum() if k in SUMMED else gathered[:, i].mean()) for i, k in enumerate(keys)}
+    return {k: float(gathered[:, i].sum() if is_summed(k) else gathered[:, i].mean()) for i, k in enumerate(keys)}
 
 
 def max_over_processes(accelerator: Accelerator, count: int) -> int:

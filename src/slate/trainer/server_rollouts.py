@@ -11,7 +11,8 @@ Per RL step (``trainer/loop.py`` calls the three hooks):
 3. ``push(model, v + 1)`` after the update: the servers get the new weights as the next version.
 
 Several processes (accelerate): each samples from the servers; the main process alone writes and pushes the
-weights, the others wait for it and then route to the new version.
+weights (one push per step, not one per rank), the others wait for it in a collective that also carries a failure,
+and then route to the new version.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from slate.config import RunConfig
@@ -33,6 +34,7 @@ from slate.rollout.weight_sync import FullSync, LoraSync
 from slate.runtime import autocast_bf16
 from slate.samples import Sample
 from slate.trainer.batching import make_units, pack_micro_batches, packed_logprobs
+from slate.trainer.distributed import agree_on_error
 
 logger = logging.getLogger(__name__)
 GAP_WARNING = 0.05  # nats: float32 on both sides gives ~1e-7; a dtype or sampler mismatch gives far more
@@ -79,13 +81,14 @@ def policy_logprobs(model: torch.nn.Module, samples: list[Sample], temperature: 
 
 
 class ServerRollouts:
-    def __init__(self, config: RunConfig, engine: RolloutEngine, out_dir: Path, device: torch.device,
-                 is_main_process: bool = True, barrier: Callable[[], None] | None = None) -> None:
+    def __init__(self, config: RunConfig, engine: RolloutEngine, out_dir: Path, accelerator: Accelerator) -> None:
         rc = config.rollout
         self.config = config
-        self.device = device
-        self.is_main_process = is_main_process
-        self.barrier = barrier or (lambda: None)
+        self.accelerator = accelerator
+        self.device = accelerator.device
+        self.is_main_process = accelerator.is_main_process
+        self.pushes = 0  # versions this process pushed: the main process one per step (and v0), the others none
+        self._before: tuple[list[Sample], list[list[float]], bool] | None = None  # for update_shift
         self.pad_id = engine.policy.pad_token_id
         self.servers = [PolicyServer(url, rc.server_timeout_s, rc.server_retries) for url in rc.server_urls]
         for server in self.servers:
@@ -106,10 +109,34 @@ class ServerRollouts:
     def ensure_synced(self, model: torch.nn.Module, version: int) -> dict[str, float]:
         return {} if self.synced_version == version else self.push(model, version)
 
+    def update_shift(self, model: torch.nn.Module) -> dict[str, float]:
+        """``rollout/update_shift``: mean |log p after the update − before it| over the step's trained tokens, the
+        trainer's own numbers. Beside the next step's ``rollout/logprob_gap`` it tells whether the servers hold the
+        new weights: a gap far below the shift means they do (a server still on the old weights, or on the base
+        model without its adapter, would be off by about the shift)."""
+        if not self.config.rollout.measure_update_shift or self._before is None:
+            return {}
+        samples, before, bf16_autocast = self._before
+        self._before = None
+        rc, tc = self.config.rollout, self.config.trainer
+        after = policy_logprobs(model, samples, rc.temperature, tc.micro_batch_size, self.pad_id, self.device,
+                                tc.micro_batch_tokens, bf16_autocast)
+        shift, worst = logprob_gap(before, after, [s.loss_mask for s in samples])
+        return {"rollout/update_shift": shift, "rollout/update_shift_max": worst}
+
     def push(self, model: torch.nn.Module, version: int) -> dict[str, float]:
+        """The main process writes and sends ``version``; the others wait for it in one collective that also tells
+        them whether it failed (a server gone: every rank stops with the same error, none waits on a barrier).
+        With ``rollout.measure_update_shift``, the update's shift is measured first, on the weights being pushed."""
+        shift = self.update_shift(model)
+        error = None
         if self.is_main_process:
-            self.sync.push(model, version)
-        self.barrier()
+            try:
+                self.sync.push(model, version)
+                self.pushes += 1
+            except Exception as failure:
+                error = failure
+        agree_on_error(self.accelerator, error, f"pushing policy version {version} to the rollout servers")
         if not self.is_main_process:  # the main process loaded it; route this process's requests there too
             self.sync.current = (version, self.sync.version_dir(version))
             for server in self.servers:
@@ -117,13 +144,18 @@ class ServerRollouts:
                 if isinstance(self.sync, LoraSync):
                     server.model = self.sync.adapter_name(version)
         self.synced_version = version
-        return {"rollout/synced_version": float(version), "time/weight_sync_s": self.sync.seconds}
+        return {**shift, "rollout/synced_version": float(version), "time/weight_sync_s": self.sync.seconds}
 
     def before_update(self, samples: list[Sample], trained_version: int, model: torch.nn.Module,
                       bf16_autocast: bool = False) -> dict[str, float]:
         rc = self.config.rollout
         versions = [s.policy_version for s in samples]
-        check_policy_versions(versions, trained_version, rc.max_staleness)
+        error = None
+        try:
+            check_policy_versions(versions, trained_version, rc.max_staleness)
+        except TrainingError as failure:
+            error = failure
+        agree_on_error(self.accelerator, error, f"checking the policy versions of step {trained_version + 1}")
         start = time.perf_counter()
         tc = self.config.trainer
         trainer_values = policy_logprobs(model, samples, rc.temperature, tc.micro_batch_size, self.pad_id,
@@ -137,6 +169,8 @@ class ServerRollouts:
         if rc.logprobs_from == "trainer":
             for sample, values in zip(samples, trainer_values, strict=True):
                 sample.old_logprobs = values
+        if rc.measure_update_shift:  # kept until the update has run, to measure how far it moved them
+            self._before = (samples, trainer_values, bf16_autocast)
         known = [v for v in versions if v is not None]
         return {"rollout/policy_version": float(min(known)) if known else 0.0,
                 "rollout/policy_staleness": float(trained_version - min(known)) if known else 0.0,

@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,8 +23,12 @@ from accelerate import Accelerator
 from slate.config import RunConfig
 from slate.errors import ConfigError
 from slate.logprobs import enable_checkpointing, grouped_token_logprobs, token_logprobs
+from slate.rollout.engine import RolloutEngine
 from slate.rollout.policy import Policy, load_policy
 from slate.runtime import autocast_bf16, choose_bf16_autocast, describe_cpu
+
+if TYPE_CHECKING:
+    from slate.trainer.server_rollouts import ServerRollouts
 
 logger = logging.getLogger(__name__)
 
@@ -122,3 +127,14 @@ def build_models(config: RunConfig, init: Path | None, accelerator: Accelerator)
     module = PolicyLogprobs(policy.model, config.rollout.temperature, bf16_autocast)
     module, optimizer = accelerator.prepare(module, optimizer)
     return TrainedModels(policy, reference, module, optimizer, scheduler, bf16_autocast)
+
+
+def build_server_rollouts(config: RunConfig, engine: RolloutEngine, out_dir: Path,
+                          accelerator: Accelerator) -> ServerRollouts | None:
+    """Rollouts on vLLM servers with weight sync (``rollout.backend=vllm``), or None for in-process sampling. The
+    server code (httpx, the sync) is imported only when it is used."""
+    if config.rollout.backend != "vllm":
+        return None
+    from slate.trainer.server_rollouts import ServerRollouts
+
+    return ServerRollouts(config, engine, out_dir, accelerator)

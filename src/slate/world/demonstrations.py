@@ -8,9 +8,9 @@ nothing to show. So some demonstrations go wrong the way weak searchers do, each
 - early answer: the demonstrator answers with what it knows before the last hop;
 - giving up on long chains: on a question of ``give_up_min_hops`` hops or more, the demonstrator answers at the last
   hop with the entity it has, instead of searching (off by default);
-- a vague habit at every hop (``vague_habit``, off by default): a search for the bare relation first, then the proper
-  one, whatever the budget left, so a tight budget (``rollout.budget_slack``) turns each habit into a lost step and several
-  together into a wrong answer: success needs several right decisions in one trajectory.
+- a vague habit at every hop (``vague_habit``, off by default): a search for the bare relation first, then the
+  proper one, whatever the budget left, so a tight budget (``rollout.budget_slack``) turns each habit into a lost
+  step and several together into a wrong answer: success needs several right decisions in one trajectory.
 The policy learns the format from all of them and the right behaviour from most. Mistakes drawn independently for
 every demonstration leave the right step the most likely one, so greedy decoding of a policy trained long enough makes
 almost none of them (dev EM 0.870 on the tiny preset). Giving up at a rate above one half is different: it is a
