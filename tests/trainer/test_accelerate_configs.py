@@ -30,5 +30,9 @@ def test_accelerate_reads_the_launch_file(name: str) -> None:
         assert args.use_deepspeed and args.zero_stage == int(name[-1])
 
 
-def test_the_readme_fsdp_file_exists() -> None:
-    assert (ACCELERATE / "fsdp.yaml").is_file()
+def test_the_cpu_launch_file_starts_two_gloo_processes() -> None:
+    path = ACCELERATE / "cpu.yaml"
+    config = load_config_from_file(str(path))
+    assert config.num_processes == 2 and config.use_cpu
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(["--config_file", str(path), "t.py"]))
+    assert args.num_processes == 2 and args.multi_gpu and args.use_cpu  # torch's launcher, gloo on the CPU
