@@ -59,13 +59,15 @@ class PolicyLogprobs(torch.nn.Module):
 
 
 def start_run(config: RunConfig, accelerator: Accelerator) -> None:
-    """Refuse a launch with fewer processes than the recipe expects, seed Python, NumPy and torch, and say which CPU
-    this is (this project's CPUs differ, and timings depend on it)."""
+    """Refuse a launch with another number of processes than the recipe expects (per-process batches would grow or
+    shrink), seed Python, NumPy and torch, and say which CPU this is (this project's CPUs differ, and timings depend
+    on it). Every process takes the same decision before any collective, so each one says it."""
     tc = config.trainer
-    if tc.num_processes is not None and tc.num_processes > accelerator.num_processes:
-        raise ConfigError(f"trainer.num_processes={tc.num_processes} but {accelerator.num_processes} process(es) "
-                          f"were launched: start with `accelerate launch --num_processes {tc.num_processes}` (or a "
-                          "configs/accelerate/ file), or set trainer.num_processes to what you launch.")
+    if tc.num_processes is not None and tc.num_processes != accelerator.num_processes:
+        raise ConfigError(f"process {accelerator.process_index}: trainer.num_processes={tc.num_processes} but "
+                          f"{accelerator.num_processes} process(es) were launched: start with `accelerate launch "
+                          f"--num_processes {tc.num_processes}` (or a configs/accelerate/ file), or set "
+                          "trainer.num_processes to what you launch.")
     random.seed(tc.seed)
     np.random.seed(tc.seed)
     torch.manual_seed(tc.seed)
