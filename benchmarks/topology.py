@@ -17,7 +17,9 @@ printed with where it listens), then the runs, their output streamed with a pref
    policy's log-probs by more than 0.1 nats (``rollout/update_shift``): the next step's ``rollout/logprob_gap``, far
    below it, shows the server holds the adapter just trained, not the base model.
 2. Search-R1 with full sync (``--searchr1-steps``), dev EM of the start and of the result, in-process and greedy.
-3. ``--faults``: the judge, the retrieval and the rollout server each killed in the middle of a step of a
+3. The Search-R1 run again, stopped after its first step and resumed through the servers: the same parameters and
+   metrics as without the stop.
+4. ``--faults``: the judge, the retrieval and the rollout server each killed in the middle of a step of a
    two-process run, in turn: both ranks stop with one clear error, within bounded time, the last checkpoint intact.
 
 Every process it started is stopped at the end, on Ctrl-C and on a failure. ``OUT/summary.json`` holds what the
@@ -279,6 +281,27 @@ class Topology:
                              f"{self.logs / 'searchr1_full.log'}")
         return {"seconds": seconds, **self.describe(run)}
 
+    def resumed(self, sft: Path, world: Path, reference: Path) -> dict:
+        """Search-R1 through the servers again, stopped after step 1 and resumed (``--resume``) to the same end as
+        the uninterrupted ``reference`` run: the same parameters (digest) and the same non-timing metrics."""
+        run = self.out / "searchr1_resumed"
+        base = ["rollout.weight_sync=full", f"trainer.lr={self.args.lr}", "trainer.warmup_steps=0",
+                f"trainer.questions_per_step={self.args.questions}"]
+        for steps, resume in ((1, []), (self.args.searchr1_steps, ["--resume"])):
+            argv = self.train_argv("searchr1-tiny.yaml", sft, world, run, [*base, f"trainer.steps={steps}"])
+            argv[argv.index("train") + 1:argv.index("train") + 1] = resume
+            code, _ = run_streamed(argv, "resume", self.logs / f"searchr1_resumed_{steps}.log", self.env,
+                                   self.args.run_timeout)
+            if code != 0:
+                raise SystemExit(f"the resumed Search-R1 run failed (exit {code}); log: {self.logs}")
+        ours, theirs = metrics_of(run), metrics_of(reference)
+        timing = ("time/", "rollout/synced_version")  # seconds differ; the versions pushed are the same
+        differing = sorted({key for a, b in zip(ours, theirs, strict=False) for key in a
+                            if not key.startswith(timing) and key in b and a[key] != b[key]})
+        return {"params_equal_to_uninterrupted": {r["params_sha256"] for r in rank_reports(run)}
+                == {r["params_sha256"] for r in rank_reports(reference)},
+                "steps": [m["step"] for m in ours], "metrics_differing": differing}
+
     @staticmethod
     def describe(run: Path) -> dict:
         steps, ranks = metrics_of(run), rank_reports(run)
@@ -379,6 +402,7 @@ def main() -> None:
         summary["servers"] = topology.urls
         summary["slate_lora"] = topology.slate_lora(sft, world)
         summary["searchr1_full"] = topology.searchr1_full(sft, world)
+        summary["resumed"] = topology.resumed(sft, world, args.out / "searchr1_full")
         if args.faults:
             summary["faults"] = topology.faults(sft, world)
     finally:
