@@ -11,6 +11,12 @@ retried up to ``max_retries`` times after ``retry_base_delay_s * 2**attempt`` se
 Identical items in one batch (k candidates often repeat a step) are sent once. The openai client's own retries are
 off (``max_retries=0``) so that the policy above is the only one.
 
+Two mistakes of configuration do raise, as one ``JudgeError`` naming the URL, the model and the fix, because no
+retry mends them: a server that does not answer the judge's first contact (``GET /models`` before its first
+request, with the same retries), and a 404 to a chat request (a model the server does not serve — vLLM and SGLang
+refuse any other name — or a ``base_url`` without ``/v1``). A server that goes away after the first contact is an
+outage: its items fail and ``failures.check_failures`` stops the run.
+
 ``mode="group"`` (``group.py``): the siblings of one prefix on one dimension go in one request. A group whose
 reply does not hold exactly one valid score per candidate, or whose request the server refused (a 400 for a prompt
 over its context, say), is judged again item by item, counted in ``group_fallbacks``. A group whose server could not
@@ -33,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import httpx
 import openai
 from openai.types.chat import ChatCompletion
 
@@ -57,6 +64,8 @@ logger = logging.getLogger(__name__)
 
 JudgeMode = Literal["item", "group", "group_steps"]
 _RETRY_STATUSES = frozenset({408, 409, 429})
+SERVE_HINT = ("start one (SmolLM2 on vLLM: `slate serve-judge --model smollm2 --port 8200`, then "
+              "judge.base_url=http://127.0.0.1:8200/v1) or point judge.base_url at a running server")
 
 
 def _is_retryable(exc: Exception) -> bool:
@@ -122,6 +131,9 @@ class OpenAIJudge:
         self._response_format = response_format(structured_output, VERDICT_SCHEMA, "judge_verdict")
         self._api_key = api_key
         self._stats = JudgeStats()
+        self._is_server_checked = False
+        self._served_models: list[str] | None = None  # what GET /models listed; None: not listed
+        self._refusal: JudgeError | None = None  # a 404 in the current batch: raised once the batch is done
 
     @classmethod
     def from_config(cls, config: JudgeConfig) -> OpenAIJudge:
@@ -191,7 +203,10 @@ class OpenAIJudge:
             first_seen.setdefault(shared_part(unique[key]), len(first_seen))
         pending.sort(key=lambda key: first_seen[shared_part(unique[key])])
         sent = 0
+        self._refusal = None
         if pending:
+            if not self._is_server_checked:
+                await self.check_server()
             async with openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, max_retries=0,
                                           timeout=self.timeout_s) as client:
                 semaphore = asyncio.Semaphore(self.max_concurrency)
@@ -202,6 +217,8 @@ class OpenAIJudge:
                     pending, answered = await self._score_groups(client, semaphore, pending, unique, outcomes)
                     sent += answered
                 asked = await asyncio.gather(*(self._ask(client, semaphore, key, unique[key]) for key in pending))
+            if self._refusal is not None:
+                raise self._refusal
             outcomes.update(zip(pending, asked, strict=True))
             sent += len(pending)
         results = [outcomes[key] for key in keys]
@@ -213,6 +230,55 @@ class OpenAIJudge:
                            self.base_url or "api.openai.com", failures, len(items),
                            next(o.verdict.explanation for o in results if o.verdict.failed))
         return [o.verdict for o in results]
+
+    @property
+    def where(self) -> str:
+        """The API root requests go to."""
+        return (self.base_url or "https://api.openai.com/v1").rstrip("/")
+
+    async def check_server(self) -> list[str] | None:
+        """The first contact: ``GET /models``, retried like a request. Returns the served model names (None when
+        the server does not list them: not every OpenAI-compatible server has the endpoint, and a wrong key is for
+        the chat request to report). Raises ``JudgeError`` when the server does not answer at all."""
+        error = ""
+        async with httpx.AsyncClient(timeout=self.timeout_s) as http:
+            for attempt in range(self.max_retries + 1):
+                if attempt:
+                    await asyncio.sleep(self.retry_base_delay_s * 2 ** (attempt - 1))
+                try:
+                    response = await http.get(f"{self.where}/models",
+                                              headers={"Authorization": f"Bearer {self._api_key}"})
+                except httpx.TransportError as exc:
+                    error = f"{type(exc).__name__}: {str(exc)[:200] or 'no reply'}"
+                    logger.debug("judge server check attempt %d/%d failed: %s", attempt + 1, self.max_retries + 1,
+                                 error)
+                    continue
+                break
+            else:
+                raise JudgeError(f"judge server {self.where} does not answer ({error}, {self.max_retries + 1} "
+                                 f"attempts; judge.model={self.model!r}): {SERVE_HINT}.")
+        self._is_server_checked = True
+        try:
+            listed = response.json()["data"] if response.status_code == 200 else None
+            self._served_models = [str(entry["id"]) for entry in listed] if isinstance(listed, list) else None
+        except (ValueError, KeyError, TypeError):
+            self._served_models = None
+        return self._served_models
+
+    def _refused(self, exc: openai.NotFoundError) -> JudgeError:
+        """The error for a 404 to a chat request: a model the server does not serve, or a URL without /v1."""
+        body = exc.body
+        detail = (body.get("message") or body.get("detail")) if isinstance(body, dict) else None
+        detail = str(detail or exc.message)[:300]
+        served = self._served_models
+        if served and self.model not in served:
+            return JudgeError(f"judge server {self.where} does not serve judge.model={self.model!r} (HTTP 404: "
+                              f"{detail}); it serves {', '.join(map(repr, served))}. Set judge.model={served[0]}, "
+                              f"or restart the server with --served-model-name {self.model}.")
+        return JudgeError(f"judge server {self.where} answered HTTP 404 to a chat request for judge.model="
+                          f"{self.model!r} ({detail}). judge.base_url must be the server's API root, ending in /v1 "
+                          "(e.g. http://127.0.0.1:8200/v1), and judge.model a model it serves (GET /v1/models "
+                          "lists them).")
 
     async def _score_groups(self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, pending: list[str],
                             unique: dict[str, JudgeItem], outcomes: dict[str, _Outcome]) -> tuple[list[str], int]:
@@ -340,6 +406,8 @@ class OpenAIJudge:
         for attempt in range(self.max_retries + 1):
             if attempt:
                 await asyncio.sleep(self.retry_base_delay_s * 2 ** (attempt - 1))
+            if self._refusal is not None:  # the batch ends in that error: send nothing more
+                return _Reply(None, str(self._refusal), is_unreachable=True)
             try:
                 async with semaphore:
                     self._stats.add(calls=0 if attempt else 1, retries=1 if attempt else 0)
@@ -347,6 +415,9 @@ class OpenAIJudge:
             except (openai.OpenAIError, ValueError) as exc:
                 # The client raises json's ValueError, not an OpenAIError, for a 200 whose body is empty or not JSON.
                 error = f"{type(exc).__name__} from {where}: {str(exc)[:300]}"
+                if isinstance(exc, openai.NotFoundError):
+                    self._refusal = self._refused(exc)
+                    return _Reply(None, str(self._refusal), is_unreachable=True)
                 if not _is_retryable(exc):
                     return _Reply(None, f"request not retried: {error}. Check judge.base_url, judge.model and the "
                                   "key.")
