@@ -5,17 +5,17 @@ temperature 0 and parse the reply (``parse.parse_reply``). Requests run concurre
 ``max_concurrency`` at a time; a timeout, connection error, 408/409/429, 5xx or a 200 whose body is not JSON is
 retried up to ``max_retries`` times after ``retry_base_delay_s * 2**attempt`` seconds. Other errors (400, 401,
 404) are not retried. An item whose request still fails, or whose reply holds no valid score, gets
-``JudgeVerdict.failure`` (score 0, ``failed=True``) and is counted; nothing raises from ``score`` —
+``JudgeVerdict.failure`` (score 0, ``failed=True``) and is counted; nothing else raises from ``score`` —
 ``failures.check_failures`` decides when too many failures stop the run.
 
 Identical items in one batch (k candidates often repeat a step) are sent once. The openai client's own retries are
 off (``max_retries=0``) so that the policy above is the only one.
 
-Two mistakes of configuration do raise, as one ``JudgeError`` naming the URL, the model and the fix, because no
-retry mends them: a server that does not answer the judge's first contact (``GET /models`` before its first
-request, with the same retries), and a 404 to a chat request (a model the server does not serve — vLLM and SGLang
-refuse any other name — or a ``base_url`` without ``/v1``). A server that goes away after the first contact is an
-outage: its items fail and ``failures.check_failures`` stops the run.
+Two mistakes of configuration raise, as one ``JudgeError`` naming the URL, the model and the fix, because no retry
+mends them (``server_check.py``): a server that does not answer the judge's first contact (``GET /models`` before
+its first request, with the same retries), and a 404 to a chat request (a model the server does not serve, or a
+``base_url`` without ``/v1``). A server that goes away after the first contact is an outage: its items fail and
+``failures.check_failures`` stops the run.
 
 ``mode="group"`` (``group.py``): the siblings of one prefix on one dimension go in one request. A group whose
 reply does not hold exactly one valid score per candidate, or whose request the server refused (a 400 for a prompt
@@ -39,7 +39,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx
 import openai
 from openai.types.chat import ChatCompletion
 
@@ -57,6 +56,7 @@ from slate.judge.schemas import (
     response_format,
     step_group_schema,
 )
+from slate.judge.server_check import refusal, served_models
 from slate.judge.step_group import StepItems, build_step_group_messages, find_steps, step_dimensions, step_groups
 from slate.judge.types import JudgeItem, JudgeStats, JudgeVerdict
 
@@ -64,8 +64,6 @@ logger = logging.getLogger(__name__)
 
 JudgeMode = Literal["item", "group", "group_steps"]
 _RETRY_STATUSES = frozenset({408, 409, 429})
-SERVE_HINT = ("start one (SmolLM2 on vLLM: `slate serve-judge --model smollm2 --port 8200`, then "
-              "judge.base_url=http://127.0.0.1:8200/v1) or point judge.base_url at a running server")
 
 
 def _is_retryable(exc: Exception) -> bool:
@@ -237,48 +235,12 @@ class OpenAIJudge:
         return (self.base_url or "https://api.openai.com/v1").rstrip("/")
 
     async def check_server(self) -> list[str] | None:
-        """The first contact: ``GET /models``, retried like a request. Returns the served model names (None when
-        the server does not list them: not every OpenAI-compatible server has the endpoint, and a wrong key is for
-        the chat request to report). Raises ``JudgeError`` when the server does not answer at all."""
-        error = ""
-        async with httpx.AsyncClient(timeout=self.timeout_s) as http:
-            for attempt in range(self.max_retries + 1):
-                if attempt:
-                    await asyncio.sleep(self.retry_base_delay_s * 2 ** (attempt - 1))
-                try:
-                    response = await http.get(f"{self.where}/models",
-                                              headers={"Authorization": f"Bearer {self._api_key}"})
-                except httpx.TransportError as exc:
-                    error = f"{type(exc).__name__}: {str(exc)[:200] or 'no reply'}"
-                    logger.debug("judge server check attempt %d/%d failed: %s", attempt + 1, self.max_retries + 1,
-                                 error)
-                    continue
-                break
-            else:
-                raise JudgeError(f"judge server {self.where} does not answer ({error}, {self.max_retries + 1} "
-                                 f"attempts; judge.model={self.model!r}): {SERVE_HINT}.")
+        """The first contact (``server_check.served_models``): the served model names, or None when the server
+        lists none. Raises ``JudgeError`` when the server does not answer at all."""
+        self._served_models = await served_models(self.where, self.model, self._api_key, self.timeout_s,
+                                                  self.max_retries, self.retry_base_delay_s)
         self._is_server_checked = True
-        try:
-            listed = response.json()["data"] if response.status_code == 200 else None
-            self._served_models = [str(entry["id"]) for entry in listed] if isinstance(listed, list) else None
-        except (ValueError, KeyError, TypeError):
-            self._served_models = None
         return self._served_models
-
-    def _refused(self, exc: openai.NotFoundError) -> JudgeError:
-        """The error for a 404 to a chat request: a model the server does not serve, or a URL without /v1."""
-        body = exc.body
-        detail = (body.get("message") or body.get("detail")) if isinstance(body, dict) else None
-        detail = str(detail or exc.message)[:300]
-        served = self._served_models
-        if served and self.model not in served:
-            return JudgeError(f"judge server {self.where} does not serve judge.model={self.model!r} (HTTP 404: "
-                              f"{detail}); it serves {', '.join(map(repr, served))}. Set judge.model={served[0]}, "
-                              f"or restart the server with --served-model-name {self.model}.")
-        return JudgeError(f"judge server {self.where} answered HTTP 404 to a chat request for judge.model="
-                          f"{self.model!r} ({detail}). judge.base_url must be the server's API root, ending in /v1 "
-                          "(e.g. http://127.0.0.1:8200/v1), and judge.model a model it serves (GET /v1/models "
-                          "lists them).")
 
     async def _score_groups(self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, pending: list[str],
                             unique: dict[str, JudgeItem], outcomes: dict[str, _Outcome]) -> tuple[list[str], int]:
@@ -416,7 +378,7 @@ class OpenAIJudge:
                 # The client raises json's ValueError, not an OpenAIError, for a 200 whose body is empty or not JSON.
                 error = f"{type(exc).__name__} from {where}: {str(exc)[:300]}"
                 if isinstance(exc, openai.NotFoundError):
-                    self._refusal = self._refused(exc)
+                    self._refusal = refusal(self.where, self.model, self._served_models, exc)
                     return _Reply(None, str(self._refusal), is_unreachable=True)
                 if not _is_retryable(exc):
                     return _Reply(None, f"request not retried: {error}. Check judge.base_url, judge.model and the "
