@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -197,9 +198,11 @@ def start_vllm_judge(port: int, work: Path, vllm_python: Path | None, log_path: 
     url = f"http://127.0.0.1:{port}"
     try:
         seconds = wait_until_healthy(url, process, timeout_s=900)
-    except SlateError as error:
+    except BaseException as error:  # Ctrl-C or SIGTERM too: the server runs in its own session
         stop(process)
-        sys.exit(f"error: {error} See {log_path}.")
+        if isinstance(error, SlateError):
+            sys.exit(f"error: {error} See {log_path}.")
+        raise
     logger.info("vLLM judge %r ready at %s in %.0f s", name, url, seconds)
     server = describe_server(f"{url}/v1", "")
     server.description += (", the GGUF exported to float32" + (", --enforce-eager" if "--enforce-eager" in argv
@@ -449,6 +452,8 @@ def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    # SIGTERM unwinds like Ctrl-C, so that `finally` stops a server started here
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     os.environ.setdefault(API_KEY_ENV, "local")
     started = datetime.now(timezone.utc)
     load_before = os.getloadavg()

@@ -119,8 +119,7 @@ def server_command(policy_dir: Path, port: int, host: str = "127.0.0.1", lora: b
     launcher = find_vllm(vllm_python)
     model = [str(served_dir)] if launcher[-1] == "serve" else ["--model", str(served_dir)]
     argv = [*launcher, *model, "--served-model-name", served_model_name or str(policy_dir.resolve()), "--host", host,
-            "--port", str(port),
-            "--dtype", dtype,
+            "--port", str(port), "--dtype", dtype,
             "--logprobs-mode", "processed_logprobs", "--uvicorn-log-level", "warning"]
     if eager if eager is not None else on_cpu:
         argv.append("--enforce-eager")
