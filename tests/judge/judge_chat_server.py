@@ -4,7 +4,8 @@ Each request's behaviour is picked by a ``case=NAME`` marker in the prompt (the 
 n-th attempt of a case can behave differently (429 then success, and so on). Every request body is recorded.
 A test may instead set ``responder``, a function of the request body to (status, reply, stall seconds), to play a
 judge that reads the prompt; a reply of ``EMPTY_BODY`` sends a 200 with an empty body. ``die_after = n`` makes the
-server drop request n + 1 and stop listening, as a killed server does.
+server drop request n + 1 and stop listening, as a killed server does. ``GET /v1/models`` lists ``served_models``;
+a request for another model gets vLLM's 404 ("The model `x` does not exist.").
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class ScriptedChatServer:
         self.delay_s = 0.0
         self.responder: Responder | None = None
         self.die_after: int | None = None
+        self.served_models = ["judge-model", "m"]
+        self.model_list_requests = 0
         self._lock = threading.Lock()
         self.httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -84,9 +87,32 @@ class ScriptedChatServer:
             def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
                 pass
 
+            def send_json(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path != "/v1/models":
+                    self.send_json(404, {"detail": "Not Found"})
+                    return
+                with server._lock:
+                    server.model_list_requests += 1
+                self.send_json(200, {"object": "list", "data": [{"id": name, "object": "model"}
+                                                                for name in server.served_models]})
+
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                assert self.path == "/v1/chat/completions", self.path
+                if self.path != "/v1/chat/completions":
+                    self.send_json(404, {"detail": "Not Found"})
+                    return
+                if body["model"] not in server.served_models:
+                    self.send_json(404, {"error": {"message": f"The model `{body['model']}` does not exist.",
+                                                   "type": "NotFoundError", "param": "model", "code": 404}})
+                    return
                 marker = re.search(r"case=(\w+)", body["messages"][-1]["content"])
                 case = marker.group(1) if marker else ""
                 with server._lock:

@@ -176,6 +176,19 @@ def test_audit_stops_when_the_judge_server_dies_mid_run(tmp_path: Path, world: P
     assert "accuracy" not in text and not report.exists()  # no report counts the failed items as scores
 
 
+def test_audit_with_a_model_the_server_does_not_serve_is_one_error(tmp_path: Path, world: Path,
+                                                                   chat_server: ScriptedChatServer,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLATE_TEST_JUDGE_KEY", "k")
+    chat_server.served_models = ["smollm2-judge"]  # the config asks for model m
+    result = runner.invoke(_app(), ["judge", "audit", "--judge", str(_openai_config(tmp_path, chat_server.base_url)),
+                                    "--world", str(world), "--n", "3"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and "Traceback" not in text
+    assert f"judge server {chat_server.base_url} does not serve judge.model='m'" in text
+    assert "Set judge.model=smollm2-judge" in text and chat_server.request_count == 0
+
+
 def test_audit_leaves_failed_items_out_of_the_agreement(tmp_path: Path, world: Path, chat_server: ScriptedChatServer,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLATE_TEST_JUDGE_KEY", "k")

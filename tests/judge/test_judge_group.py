@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -199,10 +200,11 @@ def test_empty_http_body_is_a_counted_failure(chat_server: ScriptedChatServer) -
     assert (stats["calls"], stats["retries"], stats["failures"], stats["group_fallbacks"]) == (1, 1, 2, 0)
 
 
-def test_unreachable_server_fails_the_group_without_item_requests() -> None:
-    server = ScriptedChatServer()
-    server.httpd.server_close()
-    judge = make_judge(server)
+def test_a_server_gone_after_the_first_contact_fails_the_group_without_item_requests(
+        chat_server: ScriptedChatServer) -> None:
+    judge = make_judge(chat_server)
+    asyncio.run(judge.check_server())  # the first contact; then the server goes away
+    chat_server.stop()
     verdicts = judge.score(thinks("a", "b", "c"))
     assert all(v.failed for v in verdicts)
     stats = judge_counts(judge)

@@ -77,11 +77,17 @@ def test_cache_hits_skip_the_server_and_persist(chat_server: ScriptedChatServer,
     assert chat_server.request_count == 5
 
 
+CAPPED_VERDICT_SCHEMA = {**VERDICT_SCHEMA, "properties": {"reasoning": {"type": "string", "maxLength": 400},
+                                                           "score": VERDICT_SCHEMA["properties"]["score"]}}
+
+
 @pytest.mark.parametrize(("dialect", "expected"), [
     ("json_schema", {"type": "json_schema",
                      "json_schema": {"name": "judge_verdict", "strict": True, "schema": VERDICT_SCHEMA}}),
-    ("json_object", {"type": "json_object", "schema": {**VERDICT_SCHEMA, "properties": {
-        "reasoning": {"type": "string", "maxLength": 400}, "score": VERDICT_SCHEMA["properties"]["score"]}}}),
+    ("json_object", {"type": "json_object", "schema": CAPPED_VERDICT_SCHEMA}),
+    # vLLM: the capped schema in the json_schema body (its json_object means any JSON, schema dropped)
+    ("vllm", {"type": "json_schema",
+              "json_schema": {"name": "judge_verdict", "strict": True, "schema": CAPPED_VERDICT_SCHEMA}}),
 ])
 def test_structured_output_request_bodies(chat_server: ScriptedChatServer, dialect: str,
                                           expected: dict[str, Any]) -> None:
@@ -89,7 +95,6 @@ def test_structured_output_request_bodies(chat_server: ScriptedChatServer, diale
     verdicts = judge.score([item("json", kind="answer")])
     assert verdicts == [JudgeVerdict(1, "matches the ground truth", False)]
     assert chat_server.bodies[0]["response_format"] == expected
-    assert expected["type"] in ("json_schema", "json_object")
     assert VERDICT_SCHEMA["properties"]["score"]["enum"] == [-1, 0, 1]
 
 
@@ -116,15 +121,49 @@ def test_score_works_from_a_thread_and_inside_a_running_loop(chat_server: Script
     assert (blocking[0].score, awaited[0].score) == (-1, 0)
 
 
-def test_unreachable_server_fails_every_item_after_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    server = ScriptedChatServer()  # bound but never serving, then closed: connection refused
-    server.httpd.server_close()
-    judge = make_judge(server, max_retries=1)
+def test_a_server_that_goes_away_fails_every_item_after_retries(chat_server: ScriptedChatServer) -> None:
+    judge = make_judge(chat_server, max_retries=1)
+    assert judge.score([item("plus")])[0].score == 1  # the first contact (GET /models) and one request
+    judge_counts(judge)
+    chat_server.stop()  # an outage after the first contact: items fail, check_failures decides
     verdicts = judge.score([item("plus"), item("minus")])
     assert all(v.failed and v.score == 0 for v in verdicts)
     assert "127.0.0.1" in verdicts[0].explanation or "Connection" in verdicts[0].explanation
     stats = judge_counts(judge)
     assert (stats["calls"], stats["retries"], stats["failures"], stats["parse_failures"]) == (2, 2, 2, 0)
+    assert chat_server.model_list_requests == 1  # checked once per judge
+
+
+def test_a_server_that_never_answers_is_one_error_naming_the_url() -> None:
+    server = ScriptedChatServer()  # bound but never serving, then closed: connection refused
+    server.httpd.server_close()
+    judge = make_judge(server, max_retries=1)
+    with pytest.raises(JudgeError) as error:
+        judge.score([item("plus"), item("minus")])
+    message = str(error.value)
+    assert f"judge server {server.base_url} does not answer" in message and "2 attempts" in message
+    assert "judge.model='judge-model'" in message and "slate serve-judge" in message
+    assert server.request_count == 0
+
+
+def test_a_model_the_server_does_not_serve_is_one_error_naming_the_fix(chat_server: ScriptedChatServer) -> None:
+    chat_server.served_models = ["smollm2-judge"]
+    for mode in ("item", "group", "group_steps"):
+        judge = make_judge(chat_server, model="smollm2", mode=mode)
+        items = [JudgeItem("think", "Who founded Velmora Labs?", f"case=plus {i}") for i in range(3)]
+        with pytest.raises(JudgeError) as error:
+            judge.score(items)
+        message = str(error.value)
+        assert f"judge server {chat_server.base_url} does not serve judge.model='smollm2'" in message, message
+        assert "The model `smollm2` does not exist" in message and "it serves 'smollm2-judge'" in message
+        assert "Set judge.model=smollm2-judge" in message and "--served-model-name smollm2" in message
+    assert chat_server.request_count == 0  # 404s are refused before a body is recorded
+    # a base_url without /v1: the same 404, another fix
+    judge = make_judge(chat_server, model="smollm2-judge", base_url=chat_server.base_url.removesuffix("/v1"))
+    with pytest.raises(JudgeError, match=r"answered HTTP 404 .*Not Found.*ending in /v1"):
+        judge.score([item("plus")])
+    # a cached batch needs no server at all
+    assert make_judge(chat_server, model="smollm2-judge").score([]) == []
 
 
 def test_missing_api_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

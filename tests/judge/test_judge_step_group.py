@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -291,10 +292,11 @@ def test_a_judge_that_echoes_its_prompt_scores_nobody(chat_server: ScriptedChatS
     assert (stats["group_calls"], stats["group_fallbacks"], stats["calls"], stats["parse_failures"]) == (3, 3, 7, 4)
 
 
-def test_unreachable_server_fails_the_step_group_without_more_requests() -> None:
-    server = ScriptedChatServer()
-    server.httpd.server_close()
-    judge = make_judge(server)
+def test_a_server_gone_after_the_first_contact_fails_the_step_group_without_more_requests(
+        chat_server: ScriptedChatServer) -> None:
+    judge = make_judge(chat_server)
+    asyncio.run(judge.check_server())  # the first contact; then the server goes away
+    chat_server.stop()
     verdicts = judge.score(answer_steps(("a", "b"), ("c", "d")))
     assert all(v.failed for v in verdicts)
     stats = judge_counts(judge)

@@ -15,6 +15,7 @@ from rich.text import Text
 from slate.cli.common import console, duration, fail, out, print_eval_table, progress, resolve_world, setup_logging
 from slate.cli.judge import register as register_judge
 from slate.cli.retrieval import register as register_retrieval
+from slate.cli.serve_judge import register as register_serve_judge
 from slate.cli.serve_policy import register as register_serve_policy
 from slate.errors import SlateError
 
@@ -24,6 +25,7 @@ app.add_typer(world_app, name="world")
 register_retrieval(app)
 register_judge(app)
 register_serve_policy(app)
+register_serve_judge(app)
 logger = logging.getLogger("slate.cli")
 
 

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -100,9 +101,12 @@ def untied_copy(policy_dir: Path, out_dir: Path) -> Path:
 def server_command(policy_dir: Path, port: int, host: str = "127.0.0.1", lora: bool = False,
                    max_lora_rank: int = 16, dtype: str = "float32", eager: bool | None = None,
                    max_model_len: int | None = None, extra: list[str] | None = None,
-                   vllm_python: Path | None = None, work_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
+                   vllm_python: Path | None = None, work_dir: Path | None = None,
+                   served_model_name: str | None = None, weight_sync: bool = True) -> tuple[list[str], dict[str, str]]:
     """(argv, environment) of a vLLM server for ``policy_dir`` that the trainer can sync. On a CPU a tied policy
-    is served from an untied copy written under ``work_dir`` (a new temporary directory if None)."""
+    is served from an untied copy written under ``work_dir`` (a new temporary directory if None). Requests name the
+    model ``served_model_name`` (default: the directory's absolute path). ``weight_sync=False`` (a judge) leaves
+    the dev-mode endpoints (``/collective_rpc``, ``/reset_prefix_cache``) closed."""
     if not (policy_dir / "config.json").is_file():
         raise SlateError(f"{policy_dir}: not a policy directory (no config.json). Pass the output of `slate sft` or "
                          "`slate train` (its policy/ folder).")
@@ -114,8 +118,8 @@ def server_command(policy_dir: Path, port: int, host: str = "127.0.0.1", lora: b
             served_dir = untied_copy(policy_dir, (work_dir or Path(tempfile.mkdtemp(prefix="slate-serve-"))) / "untied")
     launcher = find_vllm(vllm_python)
     model = [str(served_dir)] if launcher[-1] == "serve" else ["--model", str(served_dir)]
-    argv = [*launcher, *model, "--served-model-name", str(policy_dir.resolve()), "--host", host, "--port", str(port),
-            "--dtype", dtype,
+    argv = [*launcher, *model, "--served-model-name", served_model_name or str(policy_dir.resolve()), "--host", host,
+            "--port", str(port), "--dtype", dtype,
             "--logprobs-mode", "processed_logprobs", "--uvicorn-log-level", "warning"]
     if eager if eager is not None else on_cpu:
         argv.append("--enforce-eager")
@@ -128,7 +132,10 @@ def server_command(policy_dir: Path, port: int, host: str = "127.0.0.1", lora: b
     if max_model_len is not None:
         argv += ["--max-model-len", str(max_model_len)]
     env = dict(os.environ)
-    env["VLLM_SERVER_DEV_MODE"] = "1"  # /collective_rpc (reload_weights) and /reset_prefix_cache
+    if weight_sync:
+        env["VLLM_SERVER_DEV_MODE"] = "1"  # /collective_rpc (reload_weights) and /reset_prefix_cache
+    else:
+        env.pop("VLLM_SERVER_DEV_MODE", None)
     if lora:
         argv += ["--enable-lora", "--max-loras", "2", "--max-lora-rank", str(max_lora_rank)]
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "1"
@@ -168,6 +175,43 @@ def stop(process: subprocess.Popen, grace_s: float = 20.0) -> None:
         process.wait()
 
 
+def local_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses for a server bound to ``host``."""
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+
+
+def run_server(argv: list[str], env: dict[str, str], url: str, log: Path | None, ready_timeout: float,
+               ready_message: Callable[[float], str], work_dir: Path | None = None) -> int:
+    """Start the server, print ``ready_message(seconds)`` once ``url``/v1/models answers, and wait until it exits
+    or this process is stopped (Ctrl-C, SIGTERM): the server and its engine processes are then stopped too, and
+    ``work_dir`` is removed. Returns the server's exit code; an error before it is ready ends the command (exit 1)."""
+    console.print(f"starting vLLM: {' '.join(argv)}")
+    sink = log.open("w") if log is not None else None
+    process = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT if sink else None,
+                               start_new_session=True)  # its own group: stopping it stops its engine too
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # only unwind here: the `finally` below stops the server (stopping it inside the handler would wait on
+        # the lock that the interrupted `process.wait()` holds)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        seconds = wait_until_healthy(url, process, ready_timeout)
+        out.print(Text(ready_message(seconds)), soft_wrap=True)
+        sys.stdout.flush()
+        return process.wait()
+    except SlateError as error:
+        stop(process)
+        fail(error)
+    finally:
+        stop(process)
+        if work_dir is not None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    return 1  # not reached: fail() exits
+
+
 def register(app: typer.Typer) -> None:
     @app.command("serve-policy")
     def serve_policy(
@@ -195,31 +239,10 @@ def register(app: typer.Typer) -> None:
         except SlateError as error:
             shutil.rmtree(work_dir, ignore_errors=True)
             fail(error)
-        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-        console.print(f"starting vLLM: {' '.join(argv)}")
-        sink = log.open("w") if log is not None else None
-        process = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT if sink else None,
-                                   start_new_session=True)  # its own group: stopping it stops its engine too
-
-        def on_signal(signum: int, _frame: object) -> None:
-            # only unwind here: the `finally` below stops the server (stopping it inside the handler would wait on
-            # the lock that the interrupted `process.wait()` holds)
-            raise SystemExit(128 + signum)
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        try:
-            seconds = wait_until_healthy(url, process, ready_timeout)
-            sync = "lora" if lora else "full"
-            out.print(Text(f"serving {policy_dir} at {url} (ready in {seconds:.0f} s). Train with rollout.backend=vllm "
-                           f"'rollout.server_urls=[{url}]' rollout.weight_sync={sync}"), soft_wrap=True)
-            sys.stdout.flush()
-            code = process.wait()
-        except SlateError as error:
-            stop(process)
-            fail(error)
-        finally:
-            stop(process)
-            shutil.rmtree(work_dir, ignore_errors=True)
+        url = local_url(host, port)
+        sync = "lora" if lora else "full"
+        code = run_server(argv, env, url, log, ready_timeout, lambda seconds: (
+            f"serving {policy_dir} at {url} (ready in {seconds:.0f} s). Train with rollout.backend=vllm "
+            f"'rollout.server_urls=[{url}]' rollout.weight_sync={sync}"), work_dir)
         if code:
             fail(SlateError(f"the vLLM server exited with code {code}."))

@@ -5,11 +5,17 @@ temperature 0 and parse the reply (``parse.parse_reply``). Requests run concurre
 ``max_concurrency`` at a time; a timeout, connection error, 408/409/429, 5xx or a 200 whose body is not JSON is
 retried up to ``max_retries`` times after ``retry_base_delay_s * 2**attempt`` seconds. Other errors (400, 401,
 404) are not retried. An item whose request still fails, or whose reply holds no valid score, gets
-``JudgeVerdict.failure`` (score 0, ``failed=True``) and is counted; nothing raises from ``score`` —
+``JudgeVerdict.failure`` (score 0, ``failed=True``) and is counted; nothing else raises from ``score`` —
 ``failures.check_failures`` decides when too many failures stop the run.
 
 Identical items in one batch (k candidates often repeat a step) are sent once. The openai client's own retries are
 off (``max_retries=0``) so that the policy above is the only one.
+
+Two mistakes of configuration raise, as one ``JudgeError`` naming the URL, the model and the fix, because no retry
+mends them (``server_check.py``): a server that does not answer the judge's first contact (``GET /models`` before
+its first request, with the same retries), and a 404 to a chat request (a model the server does not serve, or a
+``base_url`` without ``/v1``). A server that goes away after the first contact is an outage: its items fail and
+``failures.check_failures`` stops the run.
 
 ``mode="group"`` (``group.py``): the siblings of one prefix on one dimension go in one request. A group whose
 reply does not hold exactly one valid score per candidate, or whose request the server refused (a 400 for a prompt
@@ -50,6 +56,7 @@ from slate.judge.schemas import (
     response_format,
     step_group_schema,
 )
+from slate.judge.server_check import refusal, served_models
 from slate.judge.step_group import StepItems, build_step_group_messages, find_steps, step_dimensions, step_groups
 from slate.judge.types import JudgeItem, JudgeStats, JudgeVerdict
 
@@ -122,6 +129,9 @@ class OpenAIJudge:
         self._response_format = response_format(structured_output, VERDICT_SCHEMA, "judge_verdict")
         self._api_key = api_key
         self._stats = JudgeStats()
+        self._is_server_checked = False
+        self._served_models: list[str] | None = None  # what GET /models listed; None: not listed
+        self._refusal: JudgeError | None = None  # a 404 in the current batch: raised once the batch is done
 
     @classmethod
     def from_config(cls, config: JudgeConfig) -> OpenAIJudge:
@@ -191,7 +201,10 @@ class OpenAIJudge:
             first_seen.setdefault(shared_part(unique[key]), len(first_seen))
         pending.sort(key=lambda key: first_seen[shared_part(unique[key])])
         sent = 0
+        self._refusal = None
         if pending:
+            if not self._is_server_checked:
+                await self.check_server()
             async with openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, max_retries=0,
                                           timeout=self.timeout_s) as client:
                 semaphore = asyncio.Semaphore(self.max_concurrency)
@@ -202,6 +215,8 @@ class OpenAIJudge:
                     pending, answered = await self._score_groups(client, semaphore, pending, unique, outcomes)
                     sent += answered
                 asked = await asyncio.gather(*(self._ask(client, semaphore, key, unique[key]) for key in pending))
+            if self._refusal is not None:
+                raise self._refusal
             outcomes.update(zip(pending, asked, strict=True))
             sent += len(pending)
         results = [outcomes[key] for key in keys]
@@ -213,6 +228,19 @@ class OpenAIJudge:
                            self.base_url or "api.openai.com", failures, len(items),
                            next(o.verdict.explanation for o in results if o.verdict.failed))
         return [o.verdict for o in results]
+
+    @property
+    def where(self) -> str:
+        """The API root requests go to."""
+        return (self.base_url or "https://api.openai.com/v1").rstrip("/")
+
+    async def check_server(self) -> list[str] | None:
+        """The first contact (``server_check.served_models``): the served model names, or None when the server
+        lists none. Raises ``JudgeError`` when the server does not answer at all."""
+        self._served_models = await served_models(self.where, self.model, self._api_key, self.timeout_s,
+                                                  self.max_retries, self.retry_base_delay_s)
+        self._is_server_checked = True
+        return self._served_models
 
     async def _score_groups(self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, pending: list[str],
                             unique: dict[str, JudgeItem], outcomes: dict[str, _Outcome]) -> tuple[list[str], int]:
@@ -340,6 +368,8 @@ class OpenAIJudge:
         for attempt in range(self.max_retries + 1):
             if attempt:
                 await asyncio.sleep(self.retry_base_delay_s * 2 ** (attempt - 1))
+            if self._refusal is not None:  # the batch ends in that error: send nothing more
+                return _Reply(None, str(self._refusal), is_unreachable=True)
             try:
                 async with semaphore:
                     self._stats.add(calls=0 if attempt else 1, retries=1 if attempt else 0)
@@ -347,6 +377,9 @@ class OpenAIJudge:
             except (openai.OpenAIError, ValueError) as exc:
                 # The client raises json's ValueError, not an OpenAIError, for a 200 whose body is empty or not JSON.
                 error = f"{type(exc).__name__} from {where}: {str(exc)[:300]}"
+                if isinstance(exc, openai.NotFoundError):
+                    self._refusal = refusal(self.where, self.model, self._served_models, exc)
+                    return _Reply(None, str(self._refusal), is_unreachable=True)
                 if not _is_retryable(exc):
                     return _Reply(None, f"request not retried: {error}. Check judge.base_url, judge.model and the "
                                   "key.")

@@ -9,6 +9,11 @@ in the body a server expects:
   reasoning is also capped at ``LLAMA_CPP_REASONING_CHARS`` characters, so that the grammar closes the string and
   reaches the score before ``max_tokens`` (a small model otherwise reasons until it is cut off, unparsable), and a
   group's candidates are fixed in order (``fixed_candidate_order``).
+- ``vllm``: the ``json_schema`` body around the ``json_object`` dialect's schema (reasoning capped, candidates in
+  order), which vLLM's grammar backends (xgrammar, guidance) enforce. vLLM reads ``json_object`` as "any JSON" and
+  drops its schema; with plain ``json_schema`` SmolLM2-135M reasons until ``max_tokens`` cuts it off (8 of 8
+  replies unparsable on vLLM 0.32). OpenAI's strict mode refuses ``maxLength`` and ``prefixItems``: there, use
+  ``json_schema``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any, Literal
 
 from slate.judge.types import SCORES
 
-StructuredOutput = Literal["json_schema", "json_object"]
+StructuredOutput = Literal["json_schema", "json_object", "vllm"]
 LLAMA_CPP_REASONING_CHARS = 400
 
 VERDICT_SCHEMA: dict[str, Any] = {
@@ -55,6 +60,9 @@ def response_format(dialect: StructuredOutput | None, schema: dict[str, Any], na
         return None
     if dialect == "json_schema":
         return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}
+    if dialect == "vllm":
+        return {"type": "json_schema", "json_schema": {"name": name, "strict": True,
+                                                       "schema": llama_cpp_schema(schema)}}
     return {"type": "json_object", "schema": llama_cpp_schema(schema)}
 
 

