@@ -58,7 +58,8 @@ SFT = ["model.source=tiny", "model.tiny.hidden_size=64", "model.tiny.num_layers=
 RUN = ["rollout.backend=vllm", "rollout.measure_update_shift=true", "trainer.num_processes=2",
        "trainer.checkpoint_every=1", "trainer.collective_timeout_s=300", "trainer.bf16_autocast=false",
        "rollout.server_timeout_s=60", "rollout.server_retries=2", "retrieval.max_retries=2", "retrieval.timeout_s=10",
-       "judge.timeout_s=60", "judge.max_retries=2", "trainer.eval_every=0", "trainer.log_episodes_every=0"]
+       "judge.timeout_s=60", "judge.max_retries=2", "judge.max_new_tokens=256", "trainer.eval_every=0",
+       "trainer.log_episodes_every=0"]
 
 
 def free_port() -> int:
@@ -233,10 +234,16 @@ class Topology:
         wait_ready(f"{self.urls['retriever']}/health", process, "retrieval server", self.logs / "retriever.log", 120)
 
     def start_servers(self, sft: Path) -> dict[str, float]:
+        judge_model = self.args.judge_model
+        if judge_model == "smollm2":  # exported once from the offline GGUF, kept for the next run
+            judge_model = str(self.out / "judge_model")
+            if not (Path(judge_model) / "config.json").is_file():
+                subprocess.run([*SLATE, "export-model", "smollm2", "--out", judge_model], check=True, env=self.env,
+                               cwd=REPO)
         policy = self.processes.start("policy", [*SLATE, "serve-policy", "--policy", str(sft), "--lora",
                                                  "--port", str(self.ports["policy"]), "--max-lora-rank", "16"],
                                       self.env)
-        judge = self.processes.start("judge", [*SLATE, "serve-judge", "--model", self.args.judge_model,
+        judge = self.processes.start("judge", [*SLATE, "serve-judge", "--model", judge_model,
                                                "--port", str(self.ports["judge"]),
                                                "--served-model-name", "smollm2-judge"], self.env)
         self.start_retriever()
