@@ -334,7 +334,7 @@ class TrainerConfig(_Strict):
                                         "collective (gradients, metrics, weight sync): past it the run stops with an "
                                         "error naming the rank and what it waited for, instead of hanging.")
     num_processes: int | None = Field(None, ge=1, description="Processes (GPUs) the recipe expects; a launch with "
-                                                              "another number is refused (per-process batches would change).")
+                                      "another number is refused (per-process batches would change).")
     log_episodes_every: int = Field(10, ge=0, description="Write a few whole episodes to episodes.jsonl every N steps.")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list, description="Also send the metrics to these trackers (accelerate's): tensorboard "
