@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESETS = {"searchr1": "searchr1-tiny.yaml", "stepsearch": "stepsearch-tiny.yaml", "slate": "slate-tiny.yaml"}
+PRESETS = {"searchr1": "searchr1-tiny.yaml", "stepsearch": "stepsearch-tiny.yaml", "slate": "slate-tiny.yaml",
+           "igpo": "igpo-tiny.yaml", "slate_ig": "slate_ig-tiny.yaml"}
 
 
 def measure(method: str, init: Path, world: Path, steps: int, overrides: list[str], out_dir: Path,
@@ -53,7 +54,7 @@ def measure(method: str, init: Path, world: Path, steps: int, overrides: list[st
         cpu += time.process_time() - start_cpu
         tokens += metrics["rollout/step_generated_tokens"]
         for key, value in metrics.items():
-            if key.startswith("time/"):
+            if key.startswith("time/") or key == "reward/infogain_forward_tokens":
                 totals[key] = totals.get(key, 0.0) + value
     # CPU seconds (all threads) are reported beside wall time: on a shared machine the wall clock measures the other
     # jobs as much as this one, the CPU time much less so.
@@ -123,6 +124,9 @@ def main() -> None:
                      f"per step | ratio {row['ratio']:.2f}x (per CPU second {row['cpu_ratio']:.2f}x)")
         print(line)
         for key, value in new["phases_s_per_step"].items():
+            if not key.startswith("time/"):  # a count per step, not seconds
+                print(f"{'':>14}{key:<26} {value:8.0f}")
+                continue
             base_value = row.get("baseline", {}).get("phases_s_per_step", {}).get(key)
             extra = f"   (baseline {base_value:.2f} s)" if base_value is not None else ""
             print(f"{'':>14}{key:<26} {value:6.2f} s{extra}")
