@@ -58,7 +58,8 @@ SFT = ["model.source=tiny", "model.tiny.hidden_size=64", "model.tiny.num_layers=
 RUN = ["rollout.backend=vllm", "rollout.measure_update_shift=true", "trainer.num_processes=2",
        "trainer.checkpoint_every=1", "trainer.collective_timeout_s=300", "trainer.bf16_autocast=false",
        "rollout.server_timeout_s=60", "rollout.server_retries=2", "retrieval.max_retries=2", "retrieval.timeout_s=10",
-       "judge.timeout_s=60", "judge.max_retries=2", "judge.max_new_tokens=256", "trainer.eval_every=0",
+       "judge.timeout_s=60", "judge.max_retries=2", "judge.max_new_tokens=192",
+       "judge.max_reasoning_chars=160", "trainer.eval_every=0",
        "trainer.log_episodes_every=0"]
 
 
@@ -269,6 +270,7 @@ class Topology:
         run = self.out / "slate_lora"
         argv = self.train_argv("slate-tiny.yaml", sft, world, run, [
             "rollout.weight_sync=lora", "trainer.lora_rank=8", "trainer.lora_alpha=16", "trainer.lr=0.05",
+            f"rollout.group_size={self.args.group_size}",
             "trainer.steps=2", f"trainer.questions_per_step={self.args.questions}", "trainer.warmup_steps=0"])
         code, seconds = run_streamed(argv, "slate", self.logs / "slate_lora.log", self.env, self.args.run_timeout)
         if code != 0:
@@ -370,7 +372,8 @@ class Topology:
         """The judge first (SLATE needs it), then the retriever and the rollout server under Search-R1; the
         retriever is started again between the last two (it is cheap; vLLM is not)."""
         lora = ["rollout.weight_sync=lora", "trainer.lora_rank=8"]
-        results = [self.fault("judge", "slate-tiny.yaml", sft, world, lora)]
+        results = [self.fault("judge", "slate-tiny.yaml", sft, world,
+                              [*lora, f"rollout.group_size={self.args.group_size}"])]
         results.append(self.fault("retriever", "searchr1-tiny.yaml", sft, world, lora))
         self.start_retriever()
         results.append(self.fault("policy", "searchr1-tiny.yaml", sft, world, lora))
@@ -387,12 +390,15 @@ def main() -> None:
     parser.add_argument("--searchr1-steps", type=int, default=12)
     parser.add_argument("--questions", type=int, default=8, help="questions per RL step (both ranks together)")
     parser.add_argument("--lr", type=float, default=1e-4, help="Search-R1's learning rate")
+    parser.add_argument("--group-size", type=int, default=5,
+                        help="SLATE's siblings per prefix (k): every sibling is judged on the CPU judge server")
     parser.add_argument("--dev-questions", type=int, default=40)
     parser.add_argument("--judge-model", default="smollm2", help="a model directory, or smollm2 (exported)")
     parser.add_argument("--run-timeout", type=float, default=3600)
     args = parser.parse_args()
     if args.quick:
         args.sft_steps, args.searchr1_steps, args.questions, args.faults = 200, 2, 4, True
+        args.group_size = 3
     args.out.mkdir(parents=True, exist_ok=True)
     topology = Topology(args)
 

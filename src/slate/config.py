@@ -210,6 +210,11 @@ class JudgeConfig(_Strict):
         None, description="openai: constrain the reply to JSON {reasoning, score}. json_schema for OpenAI and "
         "SGLang; json_object for llama.cpp's server; vllm for vLLM (json_schema with the reasoning capped at 400 "
         "characters, so that a small judge reaches its score). None = free text ending in <score>N</score>.")
+    max_reasoning_chars: int = Field(
+        400, ge=1, description="openai, structured_output json_object or vllm: the grammar's cap on a verdict's "
+        "reasoning, in characters. A small judge that repeats itself ('1, 1, 1, …') writes the whole cap, at up "
+        "to one token per character, before its score: keep max_new_tokens above the cap plus about 30 tokens, "
+        "else such a reply is cut before its score and fails.")
     mode: Literal["item", "group", "group_steps"] = Field(
         "item", description="openai: item = one request per candidate and dimension; group = one request scores "
         "the k sibling candidates of one prefix on one dimension, the shared trajectory sent once (about k times "

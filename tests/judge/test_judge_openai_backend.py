@@ -81,6 +81,20 @@ CAPPED_VERDICT_SCHEMA = {**VERDICT_SCHEMA, "properties": {"reasoning": {"type": 
                                                            "score": VERDICT_SCHEMA["properties"]["score"]}}
 
 
+def test_the_reasoning_cap_is_the_configured_one(chat_server: ScriptedChatServer) -> None:
+    from slate.config import JudgeConfig
+
+    config = JudgeConfig(backend="openai", model="judge-model", base_url=chat_server.base_url,
+                         api_key_env="SLATE_TEST_JUDGE_KEY", structured_output="vllm", max_reasoning_chars=120)
+    judge = OpenAIJudge.from_config(config)
+    judge.score([item("json", kind="answer")])
+    schema = chat_server.bodies[0]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["reasoning"] == {"type": "string", "maxLength": 120}
+    group = judge.request_params(group_size=2)["response_format"]["json_schema"]["schema"]
+    assert all(entry["properties"]["reasoning"]["maxLength"] == 120 for entry in group["properties"]["scores"]
+               ["prefixItems"])
+
+
 @pytest.mark.parametrize(("dialect", "expected"), [
     ("json_schema", {"type": "json_schema",
                      "json_schema": {"name": "judge_verdict", "strict": True, "schema": VERDICT_SCHEMA}}),

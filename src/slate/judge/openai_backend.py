@@ -50,6 +50,7 @@ from slate.judge.parse import parse_reply
 from slate.judge.prompts import Message, build_messages
 from slate.judge.replies import GROUP, read_verdicts
 from slate.judge.schemas import (
+    LLAMA_CPP_REASONING_CHARS,
     VERDICT_SCHEMA,
     StructuredOutput,
     group_schema,
@@ -106,7 +107,8 @@ class OpenAIJudge:
                  temperature: float = 0.0, max_new_tokens: int = 1024, max_concurrency: int = 16,
                  max_retries: int = 4, retry_base_delay_s: float = 1.0, timeout_s: float = 60.0,
                  cache: JudgeCache | None = None, structured_output: StructuredOutput | None = None,
-                 mode: JudgeMode = "item", max_group_size: int = 8, max_prefixes_per_request: int = 1) -> None:
+                 mode: JudgeMode = "item", max_group_size: int = 8, max_prefixes_per_request: int = 1,
+                 max_reasoning_chars: int = LLAMA_CPP_REASONING_CHARS) -> None:
         api_key = os.environ.get(api_key_env)
         if not api_key:
             raise JudgeError(f"judge: environment variable {api_key_env} is not set (the API key for "
@@ -126,7 +128,9 @@ class OpenAIJudge:
         self.mode = mode
         self.max_group_size = max_group_size
         self.max_prefixes_per_request = max_prefixes_per_request
-        self._response_format = response_format(structured_output, VERDICT_SCHEMA, "judge_verdict")
+        self.max_reasoning_chars = max_reasoning_chars
+        self._response_format = response_format(structured_output, VERDICT_SCHEMA, "judge_verdict",
+                                                max_reasoning_chars)
         self._api_key = api_key
         self._stats = JudgeStats()
         self._is_server_checked = False
@@ -142,7 +146,8 @@ class OpenAIJudge:
                    retry_base_delay_s=config.retry_base_delay_s, timeout_s=config.timeout_s,
                    cache=JudgeCache(config.cache_path) if config.cache_path else None,
                    structured_output=config.structured_output, mode=config.mode,
-                   max_group_size=config.max_group_size, max_prefixes_per_request=config.max_prefixes_per_request)
+                   max_group_size=config.max_group_size, max_prefixes_per_request=config.max_prefixes_per_request,
+                   max_reasoning_chars=config.max_reasoning_chars)
 
     def metrics(self) -> dict[str, float]:
         return self._stats.metrics()
@@ -154,7 +159,8 @@ class OpenAIJudge:
         max_tokens = self.max_new_tokens * (group_size or 1)
         params: dict[str, Any] = {"temperature": self.temperature, "max_tokens": max_tokens}
         body = (self._response_format if group_size is None
-                else response_format(self.structured_output, group_schema(group_size), "judge_group_verdicts"))
+                else response_format(self.structured_output, group_schema(group_size), "judge_group_verdicts",
+                                     self.max_reasoning_chars))
         if body is not None:
             params["response_format"] = body
         return params
@@ -163,7 +169,8 @@ class OpenAIJudge:
         """``request_params`` of a step-group request: one verdict's cap per candidate and dimension."""
         params: dict[str, Any] = {"temperature": self.temperature,
                                   "max_tokens": self.max_new_tokens * k * len(dimensions)}
-        body = response_format(self.structured_output, step_group_schema(k, dimensions), "judge_step_group_verdicts")
+        body = response_format(self.structured_output, step_group_schema(k, dimensions), "judge_step_group_verdicts",
+                               self.max_reasoning_chars)
         if body is not None:
             params["response_format"] = body
         return params

@@ -6,9 +6,9 @@ in the body a server expects:
 
 - ``json_schema``: OpenAI / vLLM / SGLang, ``{"type": "json_schema", "json_schema": {"name", "strict", "schema"}}``.
 - ``json_object``: llama.cpp server, ``{"type": "json_object", "schema": {...}}`` (grammar-constrained); there the
-  reasoning is also capped at ``LLAMA_CPP_REASONING_CHARS`` characters, so that the grammar closes the string and
-  reaches the score before ``max_tokens`` (a small model otherwise reasons until it is cut off, unparsable), and a
-  group's candidates are fixed in order (``fixed_candidate_order``).
+  reasoning is also capped at ``judge.max_reasoning_chars`` characters (default ``LLAMA_CPP_REASONING_CHARS``), so
+  that the grammar closes the string and reaches the score before ``max_tokens`` (a small model otherwise reasons
+  until it is cut off, unparsable), and a group's candidates are fixed in order (``fixed_candidate_order``).
 - ``vllm``: the ``json_schema`` body around the ``json_object`` dialect's schema (reasoning capped, candidates in
   order), which vLLM's grammar backends (xgrammar, guidance) enforce. vLLM reads ``json_object`` as "any JSON" and
   drops its schema; with plain ``json_schema`` SmolLM2-135M reasons until ``max_tokens`` cuts it off (8 of 8
@@ -54,7 +54,8 @@ def step_group_schema(k: int, dimensions: tuple[str, ...]) -> dict[str, Any]:
             "required": list(dimensions), "additionalProperties": False}
 
 
-def response_format(dialect: StructuredOutput | None, schema: dict[str, Any], name: str) -> dict[str, Any] | None:
+def response_format(dialect: StructuredOutput | None, schema: dict[str, Any], name: str,
+                    reasoning_chars: int = LLAMA_CPP_REASONING_CHARS) -> dict[str, Any] | None:
     """The ``response_format`` body asking for replies of ``schema`` in ``dialect`` (None: free text, no body)."""
     if dialect is None:
         return None
@@ -62,14 +63,14 @@ def response_format(dialect: StructuredOutput | None, schema: dict[str, Any], na
         return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}
     if dialect == "vllm":
         return {"type": "json_schema", "json_schema": {"name": name, "strict": True,
-                                                       "schema": llama_cpp_schema(schema)}}
-    return {"type": "json_object", "schema": llama_cpp_schema(schema)}
+                                                       "schema": llama_cpp_schema(schema, reasoning_chars)}}
+    return {"type": "json_object", "schema": llama_cpp_schema(schema, reasoning_chars)}
 
 
-def llama_cpp_schema(schema: dict[str, Any]) -> dict[str, Any]:
+def llama_cpp_schema(schema: dict[str, Any], reasoning_chars: int = LLAMA_CPP_REASONING_CHARS) -> dict[str, Any]:
     """``schema`` as the ``json_object`` dialect sends it: reasoning capped (``capped_reasoning``) and every list of
     candidate entries fixed in order (``fixed_candidate_order``)."""
-    return fixed_candidate_order(capped_reasoning(schema))
+    return fixed_candidate_order(capped_reasoning(schema, reasoning_chars))
 
 
 def fixed_candidate_order(schema: dict[str, Any]) -> dict[str, Any]:
@@ -97,13 +98,15 @@ def fixed_candidate_order(schema: dict[str, Any]) -> dict[str, Any]:
     return fix(schema)
 
 
-def capped_reasoning(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` with every ``reasoning`` string property limited to ``LLAMA_CPP_REASONING_CHARS`` characters."""
+def capped_reasoning(schema: dict[str, Any], chars: int = LLAMA_CPP_REASONING_CHARS) -> dict[str, Any]:
+    """``schema`` with every ``reasoning`` string property limited to ``chars`` characters (``judge.
+    max_reasoning_chars``). A small judge that falls into a repetition ("1, 1, 1, …") writes the whole cap, at up to
+    one token per character, so the cap must leave room under ``max_new_tokens`` for the score."""
     def cap(node: Any) -> Any:
         if isinstance(node, dict):
             capped = {key: cap(value) for key, value in node.items()}
             if isinstance(capped.get("properties"), dict) and "reasoning" in capped["properties"]:
-                capped["properties"]["reasoning"] = {"type": "string", "maxLength": LLAMA_CPP_REASONING_CHARS}
+                capped["properties"]["reasoning"] = {"type": "string", "maxLength": chars}
             return capped
         if isinstance(node, list):
             return [cap(value) for value in node]
