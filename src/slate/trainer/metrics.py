@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 
 from slate.eval.metrics import exact_match
 from slate.samples import SampledBatch
@@ -57,13 +58,17 @@ def batch_metrics(batch: SampledBatch) -> dict[str, float]:
 
 def reduce_over_processes(metrics: dict[str, float], accelerator: Accelerator) -> dict[str, float]:
     """Average metrics over processes; counts (``is_summed``: judge and retrieval counters, tokens, samples) are
-    summed."""
+    summed. The processes need not report the same keys (a mean query score exists only where some candidate was a
+    search): a mean is taken over the processes that have the key, a count missing on a process adds 0. A NaN on
+    any process stays NaN."""
     if accelerator.num_processes == 1:
         return metrics
-    keys = sorted(metrics)
-    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=accelerator.device)
-    gathered = accelerator.gather(values[None]).reshape(accelerator.num_processes, -1)
-    return {k: float(gathered[:, i].sum() if is_summed(k) else gathered[:, i].mean()) for i, k in enumerate(keys)}
+    keys = sorted(set().union(*gather_object([sorted(metrics)])))
+    values = torch.tensor([[metrics.get(k, 0.0) for k in keys], [float(k in metrics) for k in keys]],
+                          dtype=torch.float64, device=accelerator.device)
+    gathered = accelerator.gather(values[None]).reshape(accelerator.num_processes, 2, -1)
+    sums, present = (gathered[:, 0] * gathered[:, 1]).sum(0), gathered[:, 1].sum(0)
+    return {k: float(sums[i] if is_summed(k) else sums[i] / present[i]) for i, k in enumerate(keys)}
 
 
 def max_over_processes(accelerator: Accelerator, count: int) -> int:
