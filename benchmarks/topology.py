@@ -354,10 +354,13 @@ class Topology:
         errors = error_lines(self.logs / f"fault_{server}.log")
         checkpoints = sorted(p.name for p in (run / "checkpoints").glob("step-*")) if (run / "checkpoints").is_dir() \
             else []
+        # the kill lands in step 2; whether that step's searches were already made decides if the error comes at
+        # step 2 or 3: either way every step trained (logged) has its checkpoint, the failed one neither
         return {"server": server, "exit_code": code, "killed": bool(killed),
                 "seconds_after_kill": round(time.monotonic() - killed["at"], 1) if killed else None,
-                "rank_errors": errors, "checkpoints": checkpoints,
-                "last_checkpoint_intact": (run / "checkpoints" / "step-000001" / "trainer_state.pt").is_file()}
+                "rank_errors": errors, "checkpoints": checkpoints, "steps_logged": len(metrics_of(run)),
+                "last_checkpoint_intact": bool(checkpoints)
+                and (run / "checkpoints" / checkpoints[-1] / "trainer_state.pt").is_file()}
 
     @staticmethod
     def _watch_checkpoint(run: Path, act) -> None:
@@ -397,7 +400,7 @@ def main() -> None:
     parser.add_argument("--run-timeout", type=float, default=3600)
     args = parser.parse_args()
     if args.quick:
-        args.sft_steps, args.searchr1_steps, args.questions, args.faults = 200, 2, 4, True
+        args.sft_steps, args.searchr1_steps, args.questions, args.faults = 200, 2, 2, True
         args.group_size = 3
     args.out.mkdir(parents=True, exist_ok=True)
     topology = Topology(args)
