@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -147,8 +148,9 @@ def main() -> None:
     if config.trainer.method != "slate_ig":
         raise SystemExit(f"--config must train slate_ig (it trains {config.trainer.method})")
     records = read_qa_jsonl(args.world / "train.jsonl")[: args.questions]
-    out_dir = (args.out.parent if args.out else Path("runs")) / "infogain_agreement_run"
-    trainer = Trainer(config, records, build_retriever(config.retrieval, args.world), args.init, out_dir, args.world)
+    scratch = tempfile.TemporaryDirectory(prefix="infogain_agreement_")  # the trainer's run directory: nothing trains
+    trainer = Trainer(config, records, build_retriever(config.retrieval, args.world), args.init, Path(scratch.name),
+                      args.world)
     both = BothRewards(trainer.sampler.reward, judged_reward(config, OracleJudge(seed=args.seed)))
     both.group_size = config.rollout.group_size
     trainer.sampler.reward = both
@@ -161,9 +163,10 @@ def main() -> None:
                "measure": config.reward.infogain.measure, "seconds": round(time.perf_counter() - start, 1),
                "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), **summarise(both.groups)}
     print(json.dumps(summary, indent=1))
-    if args.out:  # every group too, so the summary can be recomputed: summarise(json["groups_scored"])
+    if args.out:  # every group too, a line each, so the summary can be recomputed (summarise)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({**summary, "groups_scored": both.groups}, indent=1) + "\n")
+        args.out.write_text(json.dumps(summary, indent=1) + "\n")
+        args.out.with_suffix(".groups.jsonl").write_text("".join(json.dumps(g) + "\n" for g in both.groups))
 
 
 if __name__ == "__main__":
