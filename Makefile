@@ -36,7 +36,7 @@ demo-quick: setup
 	$(BIN)/python -m slate.cli.demo --quick
 
 # The production topology in miniature: retrieval, vLLM rollout and judge servers, two trainer processes (about
-# 25 minutes here); OUT/summary.json says what it showed (benchmarks/topology.py).
+# 30 minutes here); OUT/summary.json says what it showed (benchmarks/topology.py).
 cluster-demo: setup vllm
 	$(BIN)/python benchmarks/topology.py --out runs/topology
 
