@@ -58,7 +58,7 @@ SFT = ["model.source=tiny", "model.tiny.hidden_size=64", "model.tiny.num_layers=
 RUN = ["rollout.backend=vllm", "rollout.measure_update_shift=true", "trainer.num_processes=2",
        "trainer.checkpoint_every=1", "trainer.collective_timeout_s=300", "trainer.bf16_autocast=false",
        "rollout.server_timeout_s=60", "rollout.server_retries=2", "retrieval.max_retries=2", "retrieval.timeout_s=10",
-       "judge.timeout_s=60", "judge.max_retries=2", "judge.max_new_tokens=192",
+       "judge.timeout_s=180", "judge.max_retries=2", "judge.max_new_tokens=192",
        "judge.max_reasoning_chars=160", "trainer.eval_every=0",
        "trainer.log_episodes_every=0"]
 
