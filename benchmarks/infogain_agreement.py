@@ -65,10 +65,15 @@ class BothRewards:
         return {**self.oracle.metrics(), **self.infogain.metrics()}
 
 
+def told_apart(group: list[dict], key: str, other: str) -> list[dict] | None:
+    """The candidates both rewards scored, or None when there are fewer than two or ``other`` scores them alike."""
+    scored = [c for c in group if c[key] is not None and c[other] is not None]
+    return scored if len(scored) >= 2 and len({c[other] for c in scored}) > 1 else None
+
+
 def best_agrees(group: list[dict], key: str, other: str) -> bool | None:
     """Is ``key``'s best candidate among ``other``'s best? None when ``other`` does not tell the candidates apart."""
-    scored = [c for c in group if c[key] is not None and c[other] is not None]
-    if len(scored) < 2 or len({c[other] for c in scored}) == 1:
+    if (scored := told_apart(group, key, other)) is None:
         return None
     pick = max(scored, key=lambda c: c[key])  # the first of equals, as argmax would
     return pick[other] == max(c[other] for c in scored)
@@ -76,10 +81,10 @@ def best_agrees(group: list[dict], key: str, other: str) -> bool | None:
 
 def chance_of_best(group: list[dict], other: str) -> float | None:
     """The share ``best_agrees`` would have if the pick were drawn at random among the scored candidates."""
-    scored = [c for c in group if c["infogain"] is not None and c[other] is not None]
-    if len(scored) < 2 or len({c[other] for c in scored}) == 1:
+    if (scored := told_apart(group, "infogain", other)) is None:
         return None
-    return sum(c[other] == max(x[other] for x in scored) for c in scored) / len(scored)
+    best = max(c[other] for c in scored)
+    return sum(c[other] == best for c in scored) / len(scored)
 
 
 def summarise(groups: list[list[dict]]) -> dict:

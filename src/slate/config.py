@@ -208,8 +208,8 @@ class JudgeConfig(_Strict):
         "same step is then free. None = no cache.")
     structured_output: Literal["json_schema", "json_object", "vllm"] | None = Field(
         None, description="openai: constrain the reply to JSON {reasoning, score}. json_schema for OpenAI and "
-        "SGLang; json_object for llama.cpp's server; vllm for vLLM (json_schema with the reasoning capped at 400 "
-        "characters, so that a small judge reaches its score). None = free text ending in <score>N</score>.")
+        "SGLang; json_object for llama.cpp's server; vllm for vLLM (json_schema with the reasoning capped at "
+        "max_reasoning_chars, so that a small judge reaches its score). None = free text ending in <score>N</score>.")
     max_reasoning_chars: int = Field(
         400, ge=1, description="openai, structured_output json_object or vllm: the grammar's cap on a verdict's "
         "reasoning, in characters. A small judge that repeats itself ('1, 1, 1, …') writes the whole cap, at up "
