@@ -18,14 +18,14 @@ mkdir -p "$ROOT/starts" "$RUNS/sft"
 [ -f "$W4/corpus.jsonl" ] || slate world build --out "$W4" --seed "$WORLD_SEED"
 [ -f "$W6/corpus.jsonl" ] || slate world build --out "$W6" --seed "$WORLD_SEED" --max-hops 6
 
-sft() {  # NAME WORLD STEPS [SIZE PRESET]: one warm start (resumes by skipping a finished one)
+sft() {  # NAME WORLD STEPS [SIZE PRESET]: one warm start; a finished one is skipped, a stopped one resumes
   local name=$1 world=$2 steps=$3; shift 3
   [ -f "$RUNS/sft/$name/policy/model.safetensors" ] && return 0
-  mkdir -p "$RUNS/sft/$name"
-  if ! mkdir "$RUNS/sft/$name.lock" 2>/dev/null; then return 0; fi  # the other core has it
-  $PY benchmarks/sft_curve.py --config configs/tiny.yaml "$SETTING_FILE" "$@" --out "$RUNS/sft/$name" \
-      --dev-questions 600 --eval-every 1500 "world.dir=$world" "world.seed=$WORLD_SEED" "sft.max_steps=$steps"
-  rmdir "$RUNS/sft/$name.lock"
+  (  # held by the other core while its process lives (the kernel drops a dead process's lock)
+    flock -n 9 || exit 0
+    $PY benchmarks/sft_curve.py --config configs/tiny.yaml "$SETTING_FILE" "$@" --out "$RUNS/sft/$name" \
+        --dev-questions 600 --eval-every 1500 "world.dir=$world" "world.seed=$WORLD_SEED" "sft.max_steps=$steps"
+  ) 9>"$RUNS/sft/$name.lock"
 }
 SETTING_FILE=configs/hardness/hard.yaml
 sft hard-base-4500 "$W6" 4500

@@ -7,6 +7,10 @@ steps (the cosine schedule fits the step count, so a longer run is not a continu
 
     python benchmarks/sft_curve.py --config configs/tiny.yaml --out runs/curve_n sft.max_steps=3000
     python benchmarks/sft_curve.py --config configs/tiny.yaml --out runs/curve_15n sft.max_steps=4500
+
+A run saves its state every ``--checkpoint-every`` steps (``OUT/checkpoints``); the same command run again continues
+from the newest intact checkpoint (its curve rows up to there kept) to the weights an uninterrupted run reaches, and
+one run on a finished OUT does nothing. A different config on the same OUT is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from slate.eval.evaluate import evaluate
 from slate.retrieval.bm25 import Bm25Retriever
 from slate.rollout.engine import RolloutEngine
 from slate.rollout.policy import Policy
+from slate.trainer.checkpoint import latest_checkpoint
 from slate.trainer.sft import train_sft
 from slate.world.build import build_world, write_world
 
@@ -36,6 +41,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--dev-questions", type=int, default=200)
+    parser.add_argument("--checkpoint-every", type=int, default=250, help="steps between saved states (0: none)")
     parser.add_argument("overrides", nargs="*", help="Dotted overrides, e.g. sft.max_steps=3000 sft.seed=1.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -46,9 +52,23 @@ def main() -> None:
                     config.world.seed, config.world.size, config.world.max_hops)
     retriever = Bm25Retriever.from_corpus_cached(world_dir / "corpus.jsonl", world_dir / "bm25_index")
     dev = read_qa_jsonl(world_dir / "dev.jsonl")[: args.dev_questions]
+    if (args.out / "policy" / "model.safetensors").is_file():
+        logger.info("%s is finished (policy/ saved); nothing to do. Remove it or choose another --out to rerun",
+                    args.out)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
-    curve = args.out / "curve.jsonl"
-    curve.write_text("")
+    curve, saved_config = args.out / "curve.jsonl", args.out / "config.yaml"
+    resumed, first_step = latest_checkpoint(args.out), 0
+    if resumed is not None:
+        if not saved_config.is_file() or load_config(saved_config) != config:
+            raise SystemExit(f"{args.out} holds another run's checkpoints (its config.yaml differs from this "
+                             "command's); choose another --out, or remove it to start again")
+        first_step = int(resumed.name.removeprefix("step-"))
+        rows = [json.loads(line) for line in curve.read_text().splitlines()] if curve.is_file() else []
+        curve.write_text("".join(json.dumps(row) + "\n" for row in rows if row["step"] <= first_step))
+    else:
+        curve.write_text("")
+        save_config(config, saved_config)
     start = time.perf_counter()
     eval_s = 0.0
 
@@ -61,18 +81,21 @@ def main() -> None:
         row = {"step": step, "train_s": round(time.perf_counter() - start - eval_s, 1), "em": result["em"],
                "valid_rate": result["valid_rate"], "searches": result["searches"],
                "by_hops": {hops: round(r["em"], 4) for hops, r in result.get("by_hops", {}).items()}}
+        if first_step:
+            row["resumed_from"] = first_step  # train_s counts from the resume
         with curve.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         logger.info("step %d: dev EM %.3f %s (eval %.0f s)", step, result["em"], row["by_hops"],
                     time.perf_counter() - began)
 
     def on_step(step: int, total: int, loss: float) -> None:
-        if step % 100 == 0:
+        if step % 100 == 0 and step > first_step:
             logger.info("step %d/%d loss %.4f (%.2f s per step)", step, total, loss,
-                        (time.perf_counter() - start - eval_s) / step)
+                        (time.perf_counter() - start - eval_s) / (step - first_step))
 
     train_sft(config, read_qa_jsonl(world_dir / "train.jsonl"), retriever, world_dir, args.out / "policy",
-              on_step=on_step, on_eval=on_eval, eval_every=args.eval_every)
+              on_step=on_step, on_eval=on_eval, eval_every=args.eval_every, checkpoint_to=args.out,
+              checkpoint_every=args.checkpoint_every)
     save_config(config, args.out / "policy" / "slate_config.yaml")
     logger.info("done in %.0f s (%.0f s of it evaluating)", time.perf_counter() - start, eval_s)
 

@@ -23,7 +23,8 @@ printed with where it listens), then the runs, their output streamed with a pref
    two-process run, in turn: both ranks stop with one clear error, within bounded time, the last checkpoint intact.
 
 Every process it started is stopped at the end, on Ctrl-C and on a failure. ``OUT/summary.json`` holds what the
-runs showed: ranks, params_equal, policy_versions, logprob_gap_max, update_shift, judge_calls, judge_failures,
+runs showed: ranks, params_equal, policy_versions, logprob_gap_max (the largest step's mean gap between the server's
+and the trainer's log-probs; logprob_gap_token_max: its worst token), update_shift, judge_calls, judge_failures,
 weight pushes per rank, disjoint questions, dev_em_before / dev_em_after, and the faults.
 """
 
@@ -321,8 +322,11 @@ class Topology:
                 "weight_pushes": [r["weight_pushes"] for r in ranks],
                 "policy_versions": [int(m["rollout/policy_version"]) for m in steps],
                 "synced_versions": [int(m["rollout/synced_version"]) for m in steps],
+                # per step: the mean |server - trainer| log-prob over the step's sampled tokens (the gap), and the
+                # worst single token (float32 kernels of vLLM and torch differ by ~1e-5 on a few tokens)
                 "logprob_gap": [m["rollout/logprob_gap"] for m in steps],
-                "logprob_gap_max": max((m["rollout/logprob_gap_max"] for m in steps), default=None),
+                "logprob_gap_max": max((m["rollout/logprob_gap"] for m in steps), default=None),
+                "logprob_gap_token_max": max((m["rollout/logprob_gap_max"] for m in steps), default=None),
                 "update_shift": [m.get("rollout/update_shift") for m in steps],
                 "judge_calls": sum(m.get("judge/calls", 0.0) for m in steps),
                 "judge_failures": sum(m.get("judge/failures", 0.0) for m in steps),
@@ -431,8 +435,9 @@ def main() -> None:
     slate, searchr1 = summary["slate_lora"], summary["searchr1_full"]
     summary |= {
         "ranks": slate["ranks"], "params_equal": slate["params_equal"] and searchr1["params_equal"],
-        "policy_versions": slate["policy_versions"], "logprob_gap_max": max(slate["logprob_gap_max"],
-                                                                           searchr1["logprob_gap_max"]),
+        "policy_versions": slate["policy_versions"],
+        "logprob_gap_max": max(slate["logprob_gap_max"], searchr1["logprob_gap_max"]),
+        "logprob_gap_token_max": max(slate["logprob_gap_token_max"], searchr1["logprob_gap_token_max"]),
         "update_shift": slate["update_shift"][0], "judge_calls": slate["judge_calls"],
         "judge_failures": slate["judge_failures"],
         "dev_em_before": dev_em(sft, world, args.dev_questions),

@@ -1,5 +1,6 @@
 """The production topology in miniature (benchmarks/topology.py --quick): a retrieval server, a vLLM rollout server,
-a vLLM judge server and two trainer processes, run once for the module; each test reads what the run showed.
+a vLLM judge server and two trainer processes, run once in the background from the start of the session
+(conftest.py); each test reads what the run showed.
 
 Needs vLLM's CPU build (`make vllm`, .venv-vllm): skipped without it, unless CI is set (then it fails).
 """
@@ -9,27 +10,26 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def summary(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    if not (REPO_ROOT / ".venv-vllm" / "bin" / "python").is_file():
+def summary(background_topology) -> dict:
+    """What the run started in the background at collection (conftest.py) showed, once it has finished."""
+    if background_topology is None:
         reason = "the topology needs vLLM's CPU build: run `make vllm`"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-    out = tmp_path_factory.mktemp("topology")
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "topology.py"), "--out", str(out),
-                             "--quick"], capture_output=True, text=True, timeout=2400, cwd=REPO_ROOT)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
-    return json.loads((out / "summary.json").read_text())
+    try:
+        code = background_topology.process.wait(timeout=2400)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the topology did not finish in 40 minutes; its log: {background_topology.log}")
+    assert code == 0, background_topology.log.read_text()[-6000:]
+    return json.loads((background_topology.out / "summary.json").read_text())
 
 
 def test_two_ranks_train_as_one_through_the_servers(summary: dict) -> None:
@@ -45,7 +45,8 @@ def test_the_server_serves_the_adapter_just_trained(summary: dict) -> None:
     # step 1 moved the trainer's log-probs by more than 0.1 nats; the server's log-probs at step 2 follow the new
     # weights to within 1e-5 (a server on the old weights or the bare base model would be ~0.1 off)
     assert slate["update_shift"][0] > 0.1
-    assert slate["logprob_gap"][1] <= 1e-5 and summary["logprob_gap_max"] <= 1e-4
+    assert slate["logprob_gap"][1] <= 1e-5 and summary["logprob_gap_max"] <= 1e-5
+    assert summary["logprob_gap_token_max"] <= 1e-4  # the worst single token: float32 kernels differ
 
 
 def test_judge_calls_flow_and_none_fail(summary: dict) -> None:
@@ -56,7 +57,7 @@ def test_judge_calls_flow_and_none_fail(summary: dict) -> None:
 def test_full_sync_runs_through_the_servers(summary: dict) -> None:
     searchr1 = summary["searchr1_full"]
     assert searchr1["params_equal"] and searchr1["policy_versions"] == [0, 1]
-    assert searchr1["logprob_gap_max"] <= 1e-4
+    assert searchr1["logprob_gap_max"] <= 1e-5 and searchr1["logprob_gap_token_max"] <= 1e-4
 
 
 @pytest.mark.parametrize("server", ["judge", "retriever", "policy"])

@@ -237,6 +237,49 @@ def test_redrawn_demonstrations_change_between_passes_and_stay_seeded(tiny_setup
     assert seen[-1] == seen[-2]
 
 
+class Stopped(Exception):
+    """Stands for the machine going away in the middle of a run."""
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_to_the_uninterrupted_weights(
+        tiny_setup, tiny_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped at step 5 with checkpoints every 3 steps, a run started again on the same directory replays steps 4-5
+    from step 3's state (policy, optimizer, data order, redrawn demonstrations, random states) and ends with the
+    uninterrupted run's weights, bit for bit, across several redrawn passes."""
+    import slate.trainer.sft as sft_module
+    config, retriever, train = tiny_setup
+    rates = {"vague_query_rate": 0.5, "wrong_entity_rate": 0.3, "skip_hop_rate": 0.3, "early_answer_rate": 0.3}
+    sft = config.sft.model_copy(update={"max_steps": 9, "warmup_steps": 2, "max_demos": 6, "lr": 1e-2,
+                                        "redraw_demonstrations": True, **rates})
+    run = config.model_copy(update={"sft": sft})
+    whole = train_sft(run, train, retriever, tiny_world, tmp_path / "whole").model.state_dict()
+
+    def stop_at_five(step: int, total: int, loss: float) -> None:
+        if step == 5:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        train_sft(run, train, retriever, tiny_world, tmp_path / "cut" / "policy", on_step=stop_at_five,
+                  checkpoint_to=tmp_path / "cut", checkpoint_every=3)
+    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step-000003"]
+    steps: list[int] = []
+    passes = [0]  # length_batches calls of the resumed run: the first pass's, then one per pass begun
+    real_length_batches = sft_module.length_batches
+
+    def counting_length_batches(*args, **kwargs):
+        passes[-1] += 1
+        return real_length_batches(*args, **kwargs)
+
+    monkeypatch.setattr(sft_module, "length_batches", counting_length_batches)
+    resumed = train_sft(run, train, retriever, tiny_world, tmp_path / "cut" / "policy",
+                        on_step=lambda step, total, loss: steps.append(step), checkpoint_to=tmp_path / "cut",
+                        checkpoint_every=3).model.state_dict()
+    assert steps == [4, 5, 6, 7, 8, 9]
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+    assert passes[-1] >= 3  # the resumed part crossed passes: redrawn, reshuffled from the restored random states
+
+
 def test_the_bf16_choice_is_logged_and_a_forced_emulated_one_warned(monkeypatch: pytest.MonkeyPatch,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     import slate.runtime as runtime

@@ -5,8 +5,11 @@ exactly as in RL. Batches are packed by length up to ``sft.batch_tokens`` (padde
 linear warm-up and cosine decay. The tiny policy's tokenizer is trained here on the world's text.
 
 Runs are bound by steps (``sft.max_steps`` or ``sft.epochs``), so one seed gives one checkpoint on a given kind of
-machine. Forward passes run in float32 unless bfloat16 is native to the device (``sft.bf16_autocast: auto``): on a
-CPU without it, autocast is about 12 times slower than float32.
+machine. With ``checkpoint_to``, a run saves its whole state every ``checkpoint_every`` steps (the policy, the
+optimizer, the data order and every random state, atomically: trainer/checkpoint.py) and a run started again on the
+same directory continues from the newest intact checkpoint to the same weights an uninterrupted run reaches: a
+warm start of several hours survives a stopped machine. Forward passes run in float32 unless bfloat16 is native to
+the device (``sft.bf16_autocast: auto``): on a CPU without it, autocast is about 12 times slower than float32.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import random
 import re
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -32,9 +36,12 @@ from slate.rollout.episode import Episode, Step
 from slate.rollout.policy import Policy, build_tiny_policy, load_policy
 from slate.rollout.prompt import build_prompt
 from slate.runtime import choose_bf16_autocast
+from slate.trainer.checkpoint import commit, latest_checkpoint, staging_dir
 from slate.world.demonstrations import MistakeRates, ScriptedSearcher, ScriptedStep
 
 logger = logging.getLogger(__name__)
+
+SFT_STATE = "trainer_state.pt"  # the name every checkpoint of this project gives its trainer state
 
 
 def demonstration_episodes(policy: Policy, records: list[QARecord], demonstrations: list[list[ScriptedStep]],
@@ -101,16 +108,43 @@ def run_progress(step: int, total_steps: int, warmup: int, elapsed_s: float, tim
     return max(by_steps, by_time)
 
 
+@dataclass
+class DataPosition:
+    """Where the run is in its demonstrations: this pass's token sequences and loss masks (redrawn every pass with
+    ``sft.redraw_demonstrations``), its batches, and how many of them have been trained on."""
+
+    sequences: list[list[int]]
+    masks: list[list[int]]
+    batches: list[list[int]]
+    next_batch: int = 0
+
+
+def save_sft_checkpoint(run_dir: Path, step: int, policy: Policy, optimizer: torch.optim.Optimizer,
+                        data: DataPosition, rngs: dict[str, random.Random], elapsed_s: float) -> Path:
+    staged = staging_dir(run_dir, step)
+    policy.save(staged / "policy")
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "data": asdict(data), "elapsed_s": elapsed_s,
+                "torch_rng": torch.get_rng_state(), "rngs": {name: r.getstate() for name, r in rngs.items()}},
+               staged / SFT_STATE)
+    return commit(run_dir, step, keep=2)
+
+
 def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retriever, world_dir: Path,
               out_dir: Path, init: Path | None = None,
               on_step: Callable[[int, int, float], None] | None = None,
-              on_eval: Callable[[int, Policy], None] | None = None, eval_every: int = 0) -> Policy:
+              on_eval: Callable[[int, Policy], None] | None = None, eval_every: int = 0,
+              checkpoint_to: Path | None = None, checkpoint_every: int = 0) -> Policy:
     """Warm-start a policy (a new tiny one, or ``init``) on scripted demonstrations and save it to ``out_dir``.
 
     ``on_eval(step, policy)`` is called every ``eval_every`` steps and after the last one, with the model in eval
-    mode; the random state is restored afterwards, so evaluating does not change the checkpoint."""
+    mode; the random state is restored afterwards, so evaluating does not change the checkpoint.
+    ``checkpoint_to``: a directory for ``checkpoints/step-N`` every ``checkpoint_every`` steps; when it already
+    holds one, the run resumes from the newest intact one (the caller checks that it is the same run)."""
     sft = config.sft
     torch.manual_seed(sft.seed)
+    resumed = latest_checkpoint(checkpoint_to) if checkpoint_to is not None else None
+    if resumed is not None:
+        init = resumed / "policy"  # the checkpoint's policy, tokenizer included
     records = train_records[: sft.max_demos] if sft.max_demos else train_records
     if not records:
         raise ConfigError("SFT: no training questions to demonstrate (empty train split, or sft.max_demos=0).")
@@ -137,8 +171,8 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
 
     sequences, masks = tokenised(demonstrations)
     rng = random.Random(sft.seed)
-    epoch_batches = length_batches([len(s) for s in sequences], sft.batch_tokens, rng)
-    total_steps = sft.max_steps or max(1, int(len(epoch_batches) * sft.epochs))
+    data = DataPosition(sequences, masks, length_batches([len(s) for s in sequences], sft.batch_tokens, rng))
+    total_steps = sft.max_steps or max(1, int(len(data.batches) * sft.epochs))
     logger.info("SFT: %d demonstrations, %d policy tokens, %d optimizer steps%s", len(sequences),
                 sum(sum(m) for m in masks), total_steps,
                 ", drawn afresh every pass" if sft.redraw_demonstrations else "")
@@ -155,35 +189,48 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
         model.train()
         torch.random.set_rng_state(rng_state)
     optimizer = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    start = time.perf_counter()
-    step, done = 0, False
-    while not done:
-        for batch in epoch_batches:
-            progress = run_progress(step, total_steps, sft.warmup_steps, time.perf_counter() - start, sft.time_limit_s)
-            if step >= total_steps or progress >= 1.0:
-                done = True
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, progress, sft.warmup_steps, sft.lr, sft.decay_fraction)
-            input_ids, attention_mask, target_mask = pad_batch([sequences[i] for i in batch],
-                                                               [masks[i] for i in batch], policy.pad_token_id)
-            input_ids, attention_mask, target_mask = (t.to(device) for t in (input_ids, attention_mask, target_mask))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                out = token_logprobs(model, input_ids, attention_mask, target_mask)
-            loss = -out.logprobs.sum() / target_mask.sum().clamp(min=1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            step += 1
-            if on_step is not None:
-                on_step(step, total_steps, loss.item())
-            if on_eval is not None and eval_every and step % eval_every == 0 and step < total_steps:
-                evaluate_now()
-        if not done and sft.redraw_demonstrations:
-            # the searcher's random state has moved on, so the same questions get new mistakes (deterministically)
-            sequences, masks = tokenised([searcher.demonstrate(record) for record in records])
-        epoch_batches = length_batches([len(s) for s in sequences], sft.batch_tokens, rng)
+    rngs = {"batches": rng, "searcher": searcher.rng}
+    step, elapsed_s = 0, 0.0
+    if resumed is not None:
+        state = torch.load(resumed / SFT_STATE, weights_only=False)
+        step, elapsed_s, data = state["step"], state["elapsed_s"], DataPosition(**state["data"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        for name, generator in rngs.items():
+            generator.setstate(state["rngs"][name])
+        logger.info("SFT: resumed from %s (step %d of %d)", resumed, step, total_steps)
+    start = time.perf_counter() - elapsed_s
+    while step < total_steps:
+        progress = run_progress(step, total_steps, sft.warmup_steps, time.perf_counter() - start, sft.time_limit_s)
+        if progress >= 1.0:
+            break
+        if data.next_batch == len(data.batches):  # a pass is over: the next one, redrawn and reshuffled
+            if sft.redraw_demonstrations:
+                # the searcher's random state has moved on, so the same questions get new mistakes (deterministically)
+                data.sequences, data.masks = tokenised([searcher.demonstrate(record) for record in records])
+            data.batches = length_batches([len(s) for s in data.sequences], sft.batch_tokens, rng)
+            data.next_batch = 0
+        batch = data.batches[data.next_batch]
+        data.next_batch += 1
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, progress, sft.warmup_steps, sft.lr, sft.decay_fraction)
+        input_ids, attention_mask, target_mask = pad_batch([data.sequences[i] for i in batch],
+                                                           [data.masks[i] for i in batch], policy.pad_token_id)
+        input_ids, attention_mask, target_mask = (t.to(device) for t in (input_ids, attention_mask, target_mask))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = token_logprobs(model, input_ids, attention_mask, target_mask)
+        loss = -out.logprobs.sum() / target_mask.sum().clamp(min=1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if checkpoint_to is not None and checkpoint_every and step % checkpoint_every == 0 and step < total_steps:
+            save_sft_checkpoint(checkpoint_to, step, policy, optimizer, data, rngs, time.perf_counter() - start)
+        if on_step is not None:
+            on_step(step, total_steps, loss.item())
+        if on_eval is not None and eval_every and step % eval_every == 0 and step < total_steps:
+            evaluate_now()
     if step < total_steps:
         logger.info("SFT reached its time limit (%.0f s) after %d of %d steps; the learning rate had decayed to 0",
                     sft.time_limit_s, step, total_steps)
