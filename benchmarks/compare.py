@@ -255,6 +255,17 @@ def adopt_sweep_row(rows: list[dict], arm: str, seed: int, config) -> dict | Non
     return None
 
 
+def reuse_as_sweep_point(rows: list[dict], arm: str, seed: int, lr: float, config) -> dict | None:
+    """The converse of ``adopt_sweep_row``: a comparison run of ``arm`` × ``seed`` trained with exactly ``config``
+    (the sweep point's, at ``lr``) is that point of the sweep, which need not be trained twice. None when there is
+    none."""
+    wanted = config.model_dump(mode="json")
+    for row in rows:
+        if (row["arm"], row["seed"]) == (arm, seed) and row.get("config") == wanted and "dev_final" in row:
+            return {**row, "arm": sweep_label(arm, lr), "sweep_arm": arm, "sweep_lr": lr, "adopted_from": arm}
+    return None
+
+
 def supersede_other_rates(rows: list[dict], arm: str, lr: float) -> list[dict]:
     """Rows of ``arm`` trained at another learning rate than ``lr`` (an earlier run's, before the sweep picked
     ``lr``) are kept in compare.json under another name, marked ``superseded``, and leave the report: an arm's
@@ -415,7 +426,14 @@ def main() -> None:
                 if done(label, seed) or not claim(runs, label, seed):
                     continue
                 try:
-                    if not done(label, seed):  # another process may have finished it just before the claim
+                    if done(label, seed):  # another process may have finished it just before the claim
+                        continue
+                    reused = reuse_as_sweep_point(read_rows(raw_path), arm, seed, lr,
+                                                  arm_config(arm, seed, args, args.world, lr))
+                    if reused:
+                        logger.info("sweep: arm %s lr %g seed %d is the comparison's run %s", arm, lr, seed, arm)
+                        record(reused)
+                    else:
                         logger.info("sweep: arm %s lr %g seed %d", arm, lr, seed)
                         row = run_arm(arm, seed, args, retriever, args.world, args.sft, runs, start_dev, lr=lr,
                                       label=label)

@@ -143,6 +143,28 @@ def test_the_comparison_reuses_the_sweeps_run_only_when_its_config_is_the_same(m
     assert compare.adopt_sweep_row(rows, "slate", 0, compare.arm_config("slate", 0, args, world)) is None  # rate
 
 
+def test_a_comparison_run_at_a_swept_rate_is_that_point_of_the_sweep(monkeypatch) -> None:
+    import argparse
+
+    compare = _compare_module()
+    monkeypatch.chdir(REPO_ROOT)
+    args = argparse.Namespace(token_budget=1200, eval_every=1, dev_questions=10, checkpoint_every=1, override=[],
+                              lr_of={"igpo": 2e-5}, eval_every_tokens=0, setting=[])
+    world = Path("runs/world")
+    seed_row = {"arm": "igpo", "seed": 0, "dev_final": {"em": 0.86}, "test": {"em": 0.85},
+                "config": compare.arm_config("igpo", 0, args, world).model_dump(mode="json")}
+    rows = [seed_row, {**seed_row, "seed": 1}]
+    point = compare.reuse_as_sweep_point(rows, "igpo", 0, 2e-5, compare.arm_config("igpo", 0, args, world, 2e-5))
+    assert point["arm"] == "igpo@lr2e-05" and (point["sweep_arm"], point["sweep_lr"]) == ("igpo", 2e-5)
+    assert point["adopted_from"] == "igpo" and point["dev_final"]["em"] == 0.86
+    assert compare.pick_learning_rates([point]) == {"igpo": 2e-5}
+    # another rate or seed is another run
+    assert compare.reuse_as_sweep_point(rows, "igpo", 0, 5e-5, compare.arm_config("igpo", 0, args, world, 5e-5)) \
+        is None
+    assert compare.reuse_as_sweep_point(rows, "igpo", 2, 2e-5, compare.arm_config("igpo", 2, args, world, 2e-5)) \
+        is None
+
+
 def test_swept_rates_give_each_slate_variant_the_slate_pick() -> None:
     compare = _compare_module()
     picks = {"slate": 1e-4, "searchr1": 5e-5, "slate_em": 2e-5}
