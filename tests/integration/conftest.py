@@ -6,6 +6,7 @@ suite instead of adding to it; its tests are moved to the end of the session and
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,16 +52,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """A session that ends early (-x, Ctrl-C) stops the run; SIGINT lets it stop every server it started."""
+    """A session that ends early (-x, Ctrl-C) stops the run; SIGINT lets it stop every server it started. Its
+    directory goes (the exported judge model alone is ~0.5 GB), unless a test failed: then its logs stay."""
     topology = session.config.stash.get(TOPOLOGY, None)
-    if topology is None or topology.process.poll() is not None:
+    if topology is None:
         return
-    os.killpg(topology.process.pid, signal.SIGINT)
-    try:
-        topology.process.wait(timeout=90)
-    except subprocess.TimeoutExpired:
-        os.killpg(topology.process.pid, signal.SIGKILL)
-        topology.process.wait()
+    if topology.process.poll() is None:
+        os.killpg(topology.process.pid, signal.SIGINT)
+        try:
+            topology.process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(topology.process.pid, signal.SIGKILL)
+            topology.process.wait()
+    shutil.rmtree(topology.out / "judge_model", ignore_errors=True)
+    if session.testsfailed == 0:
+        shutil.rmtree(topology.out, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
