@@ -39,8 +39,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if session.config.option.collectonly or not VLLM_PYTHON.is_file() \
-            or not any(is_topology_test(item) for item in session.items):
+    if session.config.option.collectonly or session.testsfailed:  # nothing runs, or a collection error stops it
+        return
+    if not VLLM_PYTHON.is_file() or not any(is_topology_test(item) for item in session.items):
         return  # the test itself says why it skips (or fails, under CI)
     out = Path(tempfile.mkdtemp(prefix="slate-topology-"))
     log = out / "topology.log"
