@@ -40,7 +40,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from slate.config import load_config, save_config
+from pydantic import ValidationError
+
+from slate.config import RunConfig, load_config, save_config
 from slate.data.records import QARecord, read_qa_jsonl
 from slate.eval.curves import stratified
 from slate.eval.evaluate import evaluate
@@ -244,12 +246,21 @@ def sweep_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def same_config(row: dict, config: RunConfig) -> bool:
+    """Whether ``row`` was trained with ``config``. A row written before a config field existed stores no value for
+    it; the field's default (which keeps the behaviour from before it existed) stands in for it."""
+    try:
+        stored = RunConfig.model_validate(row.get("config") or {})
+    except ValidationError:
+        return False  # a field since removed or renamed: not a config this version can run
+    return stored.model_dump(mode="json") == config.model_dump(mode="json")
+
+
 def adopt_sweep_row(rows: list[dict], arm: str, seed: int, config) -> dict | None:
     """The sweep's run of ``arm`` × ``seed`` trained with exactly ``config``, renamed to ``arm``: the comparison's
     run of that seed at the picked rate, which need not be trained twice. None when there is none."""
-    wanted = config.model_dump(mode="json")
     for row in rows:
-        if (row.get("sweep_arm"), row["seed"]) == (arm, seed) and row.get("config") == wanted and "test" in row:
+        if (row.get("sweep_arm"), row["seed"]) == (arm, seed) and same_config(row, config) and "test" in row:
             adopted = {key: value for key, value in row.items() if key not in ("sweep_arm", "sweep_lr")}
             return {**adopted, "arm": arm, "adopted_from": row["arm"]}
     return None
@@ -259,9 +270,8 @@ def reuse_as_sweep_point(rows: list[dict], arm: str, seed: int, lr: float, confi
     """The converse of ``adopt_sweep_row``: a comparison run of ``arm`` × ``seed`` trained with exactly ``config``
     (the sweep point's, at ``lr``) is that point of the sweep, which need not be trained twice. None when there is
     none."""
-    wanted = config.model_dump(mode="json")
     for row in rows:
-        if (row["arm"], row["seed"]) == (arm, seed) and row.get("config") == wanted and "dev_final" in row:
+        if (row["arm"], row["seed"]) == (arm, seed) and same_config(row, config) and "dev_final" in row:
             return {**row, "arm": sweep_label(arm, lr), "sweep_arm": arm, "sweep_lr": lr, "adopted_from": arm}
     return None
 

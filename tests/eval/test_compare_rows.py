@@ -158,6 +158,15 @@ def test_a_comparison_run_at_a_swept_rate_is_that_point_of_the_sweep(monkeypatch
     assert point["arm"] == "igpo@lr2e-05" and (point["sweep_arm"], point["sweep_lr"]) == ("igpo", 2e-5)
     assert point["adopted_from"] == "igpo" and point["dev_final"]["em"] == 0.86
     assert compare.pick_learning_rates([point]) == {"igpo": 2e-5}
+    # a row written before a config field existed is the same run when the field's default is this config's value
+    older = {**seed_row, "config": {**seed_row["config"], "judge": dict(seed_row["config"]["judge"])}}
+    del older["config"]["judge"]["max_reasoning_chars"]
+    config = compare.arm_config("igpo", 0, args, world, 2e-5)
+    assert compare.reuse_as_sweep_point([older], "igpo", 0, 2e-5, config)["adopted_from"] == "igpo"
+    assert compare.reuse_as_sweep_point([older], "igpo", 0, 2e-5, config.model_copy(
+        update={"judge": config.judge.model_copy(update={"max_reasoning_chars": 160})})) is None
+    renamed = {**older, "config": {**older["config"], "judge": {**older["config"]["judge"], "reasoning_cap": 400}}}
+    assert compare.reuse_as_sweep_point([renamed], "igpo", 0, 2e-5, config) is None  # a field this version lacks
     # another rate or seed is another run
     assert compare.reuse_as_sweep_point(rows, "igpo", 0, 5e-5, compare.arm_config("igpo", 0, args, world, 5e-5)) \
         is None
