@@ -36,7 +36,7 @@ from slate.rollout.episode import Episode, Step
 from slate.rollout.policy import Policy, build_tiny_policy, load_policy
 from slate.rollout.prompt import build_prompt
 from slate.runtime import choose_bf16_autocast
-from slate.trainer.checkpoint import commit, latest_checkpoint, staging_dir
+from slate.trainer.checkpoint import commit, latest_checkpoint, remove_staging, staging_dir
 from slate.world.demonstrations import MistakeRates, ScriptedSearcher, ScriptedStep
 
 logger = logging.getLogger(__name__)
@@ -121,6 +121,8 @@ class DataPosition:
 
 def save_sft_checkpoint(run_dir: Path, step: int, policy: Policy, optimizer: torch.optim.Optimizer,
                         data: DataPosition, rngs: dict[str, random.Random], elapsed_s: float) -> Path:
+    """``run_dir/checkpoints/step-N``: the policy as ``slate sft`` saves it, and the rest of the run's state; staged,
+    then renamed into place, so a kill while writing leaves the previous checkpoint the newest."""
     staged = staging_dir(run_dir, step)
     policy.save(staged / "policy")
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "data": asdict(data), "elapsed_s": elapsed_s,
@@ -142,7 +144,10 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
     holds one, the run resumes from the newest intact one (the caller checks that it is the same run)."""
     sft = config.sft
     torch.manual_seed(sft.seed)
-    resumed = latest_checkpoint(checkpoint_to) if checkpoint_to is not None else None
+    resumed = None
+    if checkpoint_to is not None:
+        remove_staging(checkpoint_to)  # a checkpoint a kill interrupted
+        resumed = latest_checkpoint(checkpoint_to)
     if resumed is not None:
         init = resumed / "policy"  # the checkpoint's policy, tokenizer included
     records = train_records[: sft.max_demos] if sft.max_demos else train_records
