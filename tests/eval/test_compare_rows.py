@@ -122,13 +122,18 @@ def test_the_sweep_picks_the_best_final_dev_em_and_breaks_ties_downwards() -> No
     assert sum("**yes**" in line for line in table) == 3
 
 
-def test_the_comparison_reuses_the_sweeps_run_only_when_its_config_is_the_same(monkeypatch) -> None:
+def _arm_args(lr_of: dict[str, float]):
+    """The command-line values ``compare.arm_config`` reads, for a tiny comparison."""
     import argparse
 
+    return argparse.Namespace(token_budget=1200, eval_every=1, dev_questions=10, checkpoint_every=1, override=[],
+                              lr_of=lr_of, eval_every_tokens=0, setting=[])
+
+
+def test_the_comparison_reuses_the_sweeps_run_only_when_its_config_is_the_same(monkeypatch) -> None:
     compare = _compare_module()
     monkeypatch.chdir(REPO_ROOT)
-    args = argparse.Namespace(token_budget=1200, eval_every=1, dev_questions=10, checkpoint_every=1, override=[],
-                              lr_of={"slate": 5e-5}, eval_every_tokens=0, setting=[])
+    args = _arm_args({"slate": 5e-5})
     world = Path("runs/world")
     swept = {**_sweep_row("slate", 5e-5, 0, 0.6), "config": compare.arm_config("slate", 0, args, world, lr=5e-5)
              .model_dump(mode="json")}
@@ -144,12 +149,9 @@ def test_the_comparison_reuses_the_sweeps_run_only_when_its_config_is_the_same(m
 
 
 def test_a_comparison_run_at_a_swept_rate_is_that_point_of_the_sweep(monkeypatch) -> None:
-    import argparse
-
     compare = _compare_module()
     monkeypatch.chdir(REPO_ROOT)
-    args = argparse.Namespace(token_budget=1200, eval_every=1, dev_questions=10, checkpoint_every=1, override=[],
-                              lr_of={"igpo": 2e-5}, eval_every_tokens=0, setting=[])
+    args = _arm_args({"igpo": 2e-5})
     world = Path("runs/world")
     seed_row = {"arm": "igpo", "seed": 0, "dev_final": {"em": 0.86}, "test": {"em": 0.85},
                 "config": compare.arm_config("igpo", 0, args, world).model_dump(mode="json")}

@@ -263,11 +263,11 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_uninterrupted_weights(
                   checkpoint_to=tmp_path / "cut", checkpoint_every=3)
     assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step-000003"]
     steps: list[int] = []
-    passes = [0]  # length_batches calls of the resumed run: the first pass's, then one per pass begun
+    passes: list[int] = []  # length_batches calls of the resumed run: the first pass's, then one per pass begun
     real_length_batches = sft_module.length_batches
 
     def counting_length_batches(*args, **kwargs):
-        passes[-1] += 1
+        passes.append(len(passes))
         return real_length_batches(*args, **kwargs)
 
     monkeypatch.setattr(sft_module, "length_batches", counting_length_batches)
@@ -277,7 +277,7 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_uninterrupted_weights(
     assert steps == [4, 5, 6, 7, 8, 9]
     assert whole.keys() == resumed.keys()
     assert all(torch.equal(whole[name], resumed[name]) for name in whole)
-    assert passes[-1] >= 3  # the resumed part crossed passes: redrawn, reshuffled from the restored random states
+    assert len(passes) >= 3  # the resumed part crossed passes: redrawn, reshuffled from the restored random states
 
 
 def test_the_bf16_choice_is_logged_and_a_forced_emulated_one_warned(monkeypatch: pytest.MonkeyPatch,

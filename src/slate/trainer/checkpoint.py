@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "step-"
 STAGING_PREFIX = f".tmp-{PREFIX}"
 MANIFEST = "manifest.json"
+TRAINER_STATE = "trainer_state.pt"  # a checkpoint's state beside its policy (RL trainer's or SFT's)
 _CHUNK = 1 << 20
 
 
@@ -85,8 +86,8 @@ def checkpoint_problem(path: Path, check_hashes: bool = True) -> str | None:
         expected = {name: (int(entry["bytes"]), str(entry["sha256"])) for name, entry in entries.items()}
     except (ValueError, KeyError, TypeError, AttributeError):
         return f"{MANIFEST} is unreadable"
-    if "trainer_state.pt" not in expected:
-        return f"{MANIFEST} lists no trainer_state.pt"
+    if TRAINER_STATE not in expected:
+        return f"{MANIFEST} lists no {TRAINER_STATE}"
     for name, (size, digest) in expected.items():
         file = path / name
         if not file.is_file():
@@ -196,12 +197,12 @@ def save(out_dir: Path, config: RunConfig, accelerator: Accelerator, models: Tra
     if accelerator.is_main_process:
         export_policy(models, accelerator, config.trainer.lora_rank > 0, staging / "policy")
         torch.save({"optimizer": models.optimizer.state_dict(), "scheduler": models.scheduler.state_dict(),
-                    **state}, staging / "trainer_state.pt.tmp")
+                    **state}, staging / f"{TRAINER_STATE}.tmp")
         save_config(config, staging / "config.yaml")
     faults.maybe_die("checkpoint", step)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (staging / "trainer_state.pt.tmp").rename(staging / "trainer_state.pt")
+        (staging / f"{TRAINER_STATE}.tmp").rename(staging / TRAINER_STATE)
         commit(out_dir, step, config.trainer.keep_checkpoints)
     accelerator.wait_for_everyone()
 
@@ -229,7 +230,7 @@ def resume(out_dir: Path, config: RunConfig, accelerator: Accelerator, models: T
     latest = found[0]
     if latest is None:
         return None
-    state = torch.load(latest / "trainer_state.pt", weights_only=False)
+    state = torch.load(latest / TRAINER_STATE, weights_only=False)
     model = accelerator.unwrap_model(models.module).model
     if config.trainer.lora_rank > 0:
         load_adapter(model, latest / "policy" / "adapter")  # the frozen base is the --init model already

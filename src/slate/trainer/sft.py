@@ -36,12 +36,10 @@ from slate.rollout.episode import Episode, Step
 from slate.rollout.policy import Policy, build_tiny_policy, load_policy
 from slate.rollout.prompt import build_prompt
 from slate.runtime import choose_bf16_autocast
-from slate.trainer.checkpoint import commit, latest_checkpoint, remove_staging, staging_dir
+from slate.trainer.checkpoint import TRAINER_STATE, commit, latest_checkpoint, remove_staging, staging_dir
 from slate.world.demonstrations import MistakeRates, ScriptedSearcher, ScriptedStep
 
 logger = logging.getLogger(__name__)
-
-SFT_STATE = "trainer_state.pt"  # the name every checkpoint of this project gives its trainer state
 
 
 def demonstration_episodes(policy: Policy, records: list[QARecord], demonstrations: list[list[ScriptedStep]],
@@ -127,7 +125,7 @@ def save_sft_checkpoint(run_dir: Path, step: int, policy: Policy, optimizer: tor
     policy.save(staged / "policy")
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "data": asdict(data), "elapsed_s": elapsed_s,
                 "torch_rng": torch.get_rng_state(), "rngs": {name: r.getstate() for name, r in rngs.items()}},
-               staged / SFT_STATE)
+               staged / TRAINER_STATE)
     return commit(run_dir, step, keep=2)
 
 
@@ -197,7 +195,7 @@ def train_sft(config: RunConfig, train_records: list[QARecord], retriever: Retri
     rngs = {"batches": rng, "searcher": searcher.rng}
     step, elapsed_s = 0, 0.0
     if resumed is not None:
-        state = torch.load(resumed / SFT_STATE, weights_only=False)
+        state = torch.load(resumed / TRAINER_STATE, weights_only=False)
         step, elapsed_s, data = state["step"], state["elapsed_s"], DataPosition(**state["data"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
