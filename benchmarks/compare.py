@@ -58,6 +58,7 @@ from slate.retrieval.bm25 import Bm25Retriever
 from slate.rollout.engine import RolloutEngine
 from slate.rollout.policy import load_hf_policy
 from slate.runtime import describe_cpu
+from slate.trainer.checkpoint import latest_checkpoint, prepare_run_dir, resume_conflicts
 from slate.trainer.loop import Trainer
 from slate.trainer.sft import train_sft
 
@@ -293,6 +294,14 @@ def run_arm(name: str, seed: int, args: argparse.Namespace, retriever, world: Pa
     config = arm_config(name, seed, args, world, lr)
     label = label or name
     run_dir = out / f"{label}_seed{seed}"
+    latest = latest_checkpoint(run_dir)
+    conflicts = resume_conflicts(latest, config) if latest is not None else []
+    if conflicts:
+        # a stopped run of this arm and seed under another config (a rate the sweep has since replaced): not this
+        # run's to continue, and its files are kept
+        aside = prepare_run_dir(run_dir, resume=False, overwrite=True)
+        logger.info("%s was trained under another config (%s); moved aside to %s", run_dir, "; ".join(conflicts),
+                    aside)
     began = time.perf_counter()
     trainer = Trainer(config, read_qa_jsonl(world / "train.jsonl"), retriever, sft_dir, run_dir, world,
                       select_questions(read_qa_jsonl(world / "dev.jsonl"), args.dev_questions, args))

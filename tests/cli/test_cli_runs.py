@@ -56,6 +56,13 @@ def test_train_logs_and_never_overwrites_a_finished_run(tiny_world: Path, tiny_p
         and "--overwrite" in second.stderr and "Traceback" not in second.stderr
     assert contents(run) == before  # the first run's checkpoints and metrics untouched
 
+    # --resume under another learning rate is another run: refused, the field named, nothing written
+    changed = runner.invoke(app, [*args, "--resume", "trainer.lr=5e-5"])
+    assert changed.exit_code == 1
+    flat = " ".join(changed.output.split())
+    assert "trainer.lr: 2e-05 in the checkpoint, 5e-05 now" in flat and "is not resumed" in flat
+    assert contents(run) == before
+
     third = runner.invoke(app, [*args, "--overwrite"])
     assert third.exit_code == 0, third.output
     [aside] = [p for p in tmp_path.iterdir() if p.name.startswith("r1.replaced-")]

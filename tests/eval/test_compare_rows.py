@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import multiprocessing
+import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -81,6 +83,52 @@ def test_an_arm_curve_starts_at_the_start_point(tmp_path: Path, monkeypatch) -> 
     row = compare.run_arm("slate", 0, args, None, tmp_path / "world", tmp_path / "sft", tmp_path / "runs", start)
     assert row["curve"] == [start, compare.curve_point(1200, 0.5, {"1": 0.75})]
     assert (row["policy_tokens"], row["steps"], row["policy_parameters"]) == (1200, 2, 8)
+
+
+def test_a_stopped_run_under_another_rate_is_moved_aside_not_resumed(tmp_path: Path, monkeypatch) -> None:
+    """The sweep replaced an arm's rate after a run of it stopped: its checkpoints are another run's; resuming them
+    at the new rate would train a mixture."""
+    import argparse
+
+    from slate.trainer import checkpoint
+
+    compare = _compare_module()
+    resumed_from = {}
+
+    class FakeTrainer:
+        def __init__(self, config, records, retriever, init, run_dir, world, dev) -> None:
+            self.run_dir = run_dir
+
+        def train(self, resume: bool) -> None:
+            resumed_from[self.run_dir] = checkpoint.latest_checkpoint(self.run_dir)
+            raise RuntimeError("stop here")
+
+    monkeypatch.setattr(compare, "Trainer", FakeTrainer)
+    monkeypatch.setattr(compare, "read_qa_jsonl", lambda path: [])
+    monkeypatch.chdir(REPO_ROOT)
+    args = argparse.Namespace(token_budget=1200, eval_every=1, dev_questions=10, checkpoint_every=1, override=[],
+                              lr_of={}, eval_every_tokens=0, setting=[])
+    runs = tmp_path / "runs"
+
+    def stopped_run(lr: float) -> None:
+        staged = checkpoint.staging_dir(runs / "igpo_seed1", 30)
+        compare.save_config(compare.arm_config("igpo", 1, args, tmp_path / "world", lr), staged / "config.yaml")
+        (staged / checkpoint.TRAINER_STATE).write_bytes(b"state")
+        checkpoint.commit(runs / "igpo_seed1", 30, keep=2)
+
+    stopped_run(2e-5)
+    with pytest.raises(RuntimeError, match="stop here"):
+        compare.run_arm("igpo", 1, args, None, tmp_path / "world", tmp_path / "sft", runs, {}, lr=5e-5)
+    assert resumed_from[runs / "igpo_seed1"] is None  # started afresh
+    [aside] = [p for p in runs.iterdir() if p.name.startswith("igpo_seed1.replaced-")]
+    assert checkpoint.latest_checkpoint(aside).name == "step-000030"  # the old run kept whole
+
+    shutil.rmtree(runs)
+    stopped_run(5e-5)  # stopped under the same config: continued
+    with pytest.raises(RuntimeError, match="stop here"):
+        compare.run_arm("igpo", 1, args, None, tmp_path / "world", tmp_path / "sft", runs, {}, lr=5e-5)
+    assert resumed_from[runs / "igpo_seed1"].name == "step-000030"
+    assert [p.name for p in runs.iterdir()] == ["igpo_seed1"]
 
 
 def test_continued_sft_keeps_the_starts_own_demonstrator(tmp_path: Path) -> None:

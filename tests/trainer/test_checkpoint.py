@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import yaml
 
 from slate.trainer import checkpoint
 from slate.trainer.metrics import MetricLogger
@@ -77,3 +78,26 @@ def test_metrics_are_truncated_to_the_checkpoint_step(tmp_path: Path) -> None:
         handle.write('{"step": 4, "lo')  # a line cut short by a kill
     assert metrics.truncate_after(2) == 2
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_resume_conflicts_name_what_shapes_learning_and_allow_the_rest(tmp_path: Path) -> None:
+    from slate.config import RunConfig, save_config
+
+    saved = RunConfig.model_validate({"trainer": {"lr": 2e-5, "steps": 10}})
+    save_config(saved, tmp_path / "config.yaml")
+    # how long it runs, how often it checkpoints, where its judge is: the same run, resumable
+    longer = RunConfig.model_validate({"trainer": {"lr": 2e-5, "steps": 40, "checkpoint_every": 3},
+                                       "judge": {"base_url": "http://elsewhere:9000/v1"}})
+    assert checkpoint.resume_conflicts(tmp_path, longer) == []
+    # another rate or seed: another run, every difference named
+    other = RunConfig.model_validate({"trainer": {"lr": 5e-5, "steps": 10, "seed": 3}})
+    assert checkpoint.resume_conflicts(tmp_path, other) == [
+        "trainer.lr: 2e-05 in the checkpoint, 5e-05 now", "trainer.seed: 0 in the checkpoint, 3 now"]
+    # a field added after the checkpoint was written takes its default there
+    data = saved.model_dump(mode="json")
+    del data["judge"]["max_reasoning_chars"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    assert checkpoint.resume_conflicts(tmp_path, saved) == []
+    (tmp_path / "config.yaml").write_text("trainer: [not, a, mapping]\n")
+    assert checkpoint.resume_conflicts(tmp_path, saved) == [
+        f"{tmp_path / 'config.yaml'} cannot be read as a run config (ValidationError)"]

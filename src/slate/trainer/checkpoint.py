@@ -8,7 +8,10 @@ scheduler, step, data position), ``rng_rank{r}.pt`` per process (Python, NumPy, 
 ``--resume`` continues the run exactly, and ``manifest.json`` (``{"files": {relative path: {bytes, sha256}}}``),
 written last, before the rename.
 
-Resume takes the newest checkpoint whose files all match the manifest; a newer one that does not is skipped with
+Resume takes the newest checkpoint whose files all match the manifest and whose ``config.yaml`` is this run's
+(``resume_conflicts``: only how long the run goes on, how often it evaluates, checkpoints and logs, its memory
+knobs and where its servers are may differ; a checkpoint trained with another learning rate, method, world, ... is
+another run, and resuming it is refused, naming the fields); a newer one that does not is skipped with
 a warning naming it and the damaged file, and is left in place for inspection. Pruning keeps the last ``keep``
 intact checkpoints: a damaged one never counts towards ``keep``, so it cannot push out a good one.
 """
@@ -27,8 +30,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
+from pydantic import ValidationError
 
 from slate.config import RunConfig, save_config
 from slate.errors import ConfigError, TrainingError
@@ -43,6 +48,22 @@ STAGING_PREFIX = f".tmp-{PREFIX}"
 MANIFEST = "manifest.json"
 TRAINER_STATE = "trainer_state.pt"  # a checkpoint's state beside its policy (RL trainer's or SFT's)
 _CHUNK = 1 << 20
+
+# The fields a resumed run may change: how long it goes on, how often it evaluates, checkpoints and logs, its memory
+# knobs (the same update, split differently) and where its servers are and how patiently they are called. Every
+# other field shapes what is learned, so a checkpoint written under another value of it belongs to another run.
+RESUMABLE_FIELDS = frozenset({
+    "world.build_if_missing", "model.gradient_checkpointing",
+    "retrieval.url", "retrieval.timeout_s", "retrieval.max_retries",
+    "rollout.server_urls", "rollout.server_timeout_s", "rollout.server_retries", "rollout.max_concurrent_requests",
+    "rollout.sync_dir", "rollout.measure_update_shift",
+    "judge.base_url", "judge.api_key_env", "judge.max_concurrency", "judge.max_retries", "judge.retry_base_delay_s",
+    "judge.timeout_s", "judge.cache_path",
+    "trainer.steps", "trainer.token_budget", "trainer.micro_batch_size", "trainer.micro_batch_tokens",
+    "trainer.checkpoint_every", "trainer.keep_checkpoints", "trainer.eval_every", "trainer.eval_questions",
+    "trainer.eval_at_tokens", "trainer.collective_timeout_s", "trainer.log_episodes_every", "trainer.report_to",
+    "trainer.tensorboard", "trainer.wandb_project",
+})
 
 
 def checkpoint_dir(out_dir: Path) -> Path:
@@ -98,6 +119,31 @@ def checkpoint_problem(path: Path, check_hashes: bool = True) -> str | None:
         if check_hashes and sha256_of(file) != digest:
             return f"{name} does not match its SHA-256 in {MANIFEST} (damaged)"
     return None
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def resume_conflicts(checkpoint: Path, config: RunConfig) -> list[str]:
+    """The fields outside ``RESUMABLE_FIELDS`` in which ``config`` differs from the one ``checkpoint`` was written
+    with, as ``"trainer.lr: 2e-05 in the checkpoint, 5e-05 now"``; empty when resuming it continues this run. A
+    field added since the checkpoint was written takes its default there (the behaviour from before it existed)."""
+    saved_file = checkpoint / "config.yaml"
+    try:
+        saved = RunConfig.model_validate(yaml.safe_load(saved_file.read_text()) or {})
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        return [f"{saved_file} cannot be read as a run config ({type(exc).__name__})"]
+    before, now = _flat(saved.model_dump(mode="json")), _flat(config.model_dump(mode="json"))
+    return [f"{key}: {before.get(key)!r} in the checkpoint, {now.get(key)!r} now"
+            for key in sorted(before.keys() | now.keys())
+            if key not in RESUMABLE_FIELDS and before.get(key) != now.get(key)]
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
@@ -230,6 +276,11 @@ def resume(out_dir: Path, config: RunConfig, accelerator: Accelerator, models: T
     latest = found[0]
     if latest is None:
         return None
+    conflicts = resume_conflicts(latest, config)
+    if conflicts:
+        raise ConfigError(f"{latest} was written by another run than this config describes, so it is not resumed:\n  "
+                          + "\n  ".join(conflicts) + f"\nResume with the checkpoint's values (overrides), or pass "
+                          f"--overwrite to move {out_dir} aside and start again, or choose another --out.")
     state = torch.load(latest / TRAINER_STATE, weights_only=False)
     model = accelerator.unwrap_model(models.module).model
     if config.trainer.lora_rank > 0:
