@@ -25,8 +25,11 @@ $(STAMP): pyproject.toml
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
+# The suite on TEST_WORKERS processes (pytest-xdist; 0 runs it in this one). Two fit two cores: most tests hold one
+# core, and the topology test's servers mostly wait.
+TEST_WORKERS ?= 2
 test: setup lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 demo: setup
 	$(BIN)/python -m slate.cli.demo

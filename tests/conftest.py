@@ -10,6 +10,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before any test module im
 
 import pytest
 
+# the topology run in the background for tests/integration/test_topology.py (a plugin, so that pytest-xdist's
+# controller, which collects nothing, still sees its hooks)
+pytest_plugins = ["background_topology"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 

@@ -1,6 +1,6 @@
 """The production topology in miniature (benchmarks/topology.py --quick): a retrieval server, a vLLM rollout server,
 a vLLM judge server and two trainer processes, run once in the background from the start of the session
-(conftest.py); each test reads what the run showed.
+(tests/background_topology.py); each test reads what the run showed.
 
 Needs vLLM's CPU build (`make vllm`, .venv-vllm): skipped without it, unless CI is set (then it fails).
 """
@@ -8,7 +8,6 @@ Needs vLLM's CPU build (`make vllm`, .venv-vllm): skipped without it, unless CI 
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
@@ -17,11 +16,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def summary(background_topology) -> dict:
-    """What the run started in the background at collection (conftest.py) showed, once it has finished."""
+    """What the run started in the background at collection (tests/background_topology.py) showed, once it has
+    finished."""
     try:
-        code = background_topology.process.wait(timeout=2400)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the topology did not finish in 40 minutes; its log: {background_topology.log}")
+        code = background_topology.wait(timeout=2400)
+    except TimeoutError as exc:
+        pytest.fail(str(exc))
     assert code == 0, background_topology.log.read_text()[-6000:]
     return json.loads((background_topology.out / "summary.json").read_text())
 
