@@ -378,7 +378,11 @@ class Topology:
     def faults(self, sft: Path, world: Path) -> list[dict]:
         """The judge first (SLATE needs it), then the retriever and the rollout server under Search-R1; the
         retriever is started again between the last two (it is cheap; vLLM is not)."""
-        lora = ["rollout.weight_sync=lora", "trainer.lora_rank=8"]
+        # one retry per failed search or rollout request: the run still rides out a blip, and a dead server is
+        # declared in seconds, not after every search of the step has waited through three backoffs (~50 s); the
+        # retries themselves are tested in tests/reliability/test_outages.py
+        lora = ["rollout.weight_sync=lora", "trainer.lora_rank=8", "retrieval.max_retries=1",
+                "rollout.server_retries=1"]
         results = [self.fault("judge", "slate-tiny.yaml", sft, world,
                               [*lora, f"rollout.group_size={self.args.group_size}"])]
         results.append(self.fault("retriever", "searchr1-tiny.yaml", sft, world, lora))
